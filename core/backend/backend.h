@@ -1,0 +1,90 @@
+// The kernel interface: one method per op and direction. Every backend (cpu/, cuda/) implements
+// all of it with the same semantics; reference/ holds the float64 oracle the tests compare to.
+//
+// Conventions shared by all ops:
+//  - activations and gradients are f32; weights may be f32 or bf16 (widened, f32 accumulation);
+//  - "=" methods overwrite their outputs, "+=" methods (marked) accumulate, so that gradients of
+//    shared weights (tied embeddings) and residual streams add up without extra buffers;
+//  - unless stated, tensors must be contiguous; public entry points check shapes and dtypes and
+//    throw shape_mismatch naming the argument.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "core/tensor/tensor.h"
+
+namespace latte {
+
+// Which elements of a head form a RoPE pair (shared/notes/mha2mla-spec.md section 1.3):
+// interleaved: (x[2j], x[2j+1]) as in Meta / llama2.c / GGUF checkpoints;
+// rotate_half: (x[j], x[j + head_dim/2]) as in Hugging Face checkpoints.
+// Pair j rotates by angle pos * theta^(-2j/head_dim) in both layouts.
+enum class RopeLayout { interleaved, rotate_half };
+const char* rope_layout_name(RopeLayout l);
+RopeLayout rope_layout_from_name(const std::string& name);
+
+struct RopeParams {
+  RopeLayout layout = RopeLayout::interleaved;
+  float theta = 10000.0f;
+  int64_t head_dim = 0;  // width of one head; x is [T, n_heads, head_dim]
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;
+
+  // y[M,N] = x[M,K] . w[N,K]^T (nn.Linear layout); with accumulate, y += instead.
+  virtual void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, bool accumulate) = 0;
+  // dx[M,K] += dy[M,N] . w[N,K] (when dx), dw[N,K] += dy^T . x (when dw; dw is f32).
+  virtual void linear_backward(Tensor* dx, Tensor* dw, const Tensor& dy, const Tensor& x,
+                               const Tensor& w) = 0;
+
+  // out[T,D] = table[tokens[t], :]; ids outside [0, V) throw invalid_argument naming the id.
+  virtual void embedding_forward(Tensor& out, std::span<const int32_t> tokens, const Tensor& table) = 0;
+  // dtable[V,D] += scatter of dout[T,D] rows.
+  virtual void embedding_backward(Tensor& dtable, std::span<const int32_t> tokens, const Tensor& dout) = 0;
+
+  // y[T,D] = x * rstd * w with rstd[T] = 1/sqrt(mean(x^2) + eps); rstd is saved when non-null.
+  virtual void rmsnorm_forward(Tensor& y, Tensor* rstd, const Tensor& x, const Tensor& w, float eps) = 0;
+  // dx[T,D] += ..., dw[D] += ... from the saved rstd[T].
+  virtual void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                                const Tensor& rstd) = 0;
+
+  // x[T, H, head_dim] rotated in place; positions[T] are absolute token positions.
+  virtual void rope_forward(Tensor& x, std::span<const int32_t> positions, const RopeParams& p) = 0;
+  // The transpose of rope_forward (rotation by -angle), in place on dx[T, H, head_dim].
+  virtual void rope_backward(Tensor& dx, std::span<const int32_t> positions, const RopeParams& p) = 0;
+
+  // Causal attention with grouped heads. q[B,T,Hq,Dk], k[B,S,Hkv,Dk], v[B,S,Hkv,Dv] ->
+  // out[B,T,Hq,Dv]; query head h reads KV head h / (Hq/Hkv). Query t sits at position S-T+t and
+  // sees keys 0..S-T+t (the first S-T keys are a cached prefix). k and v may be strided in dim 0
+  // (views of a larger KV cache); their inner [S,H,D] must be contiguous. lse[B,Hq,T] receives
+  // the log-sum-exp of the scaled scores when non-null (saved for backward).
+  virtual void attention_forward(Tensor& out, Tensor* lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                                 float scale) = 0;
+  // dq, dk, dv (same shapes as q, k, v) are overwritten.
+  virtual void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
+                                  const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                                  float scale) = 0;
+
+  // h[T,F] = silu(gate) * up.
+  virtual void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) = 0;
+  // dgate, dup [T,F] are overwritten.
+  virtual void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate,
+                               const Tensor& up) = 0;
+
+  // losses[T] = logsumexp(logits[t,:]) - logits[t, targets[t]]; a negative target means "ignore"
+  // (loss 0). A target >= V throws invalid_argument.
+  virtual void cross_entropy_forward(Tensor& losses, const Tensor& logits, std::span<const int32_t> targets) = 0;
+  // dlogits[T,V] = scale * (softmax(logits[t]) - onehot(targets[t])); zero rows for ignored targets.
+  virtual void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, std::span<const int32_t> targets,
+                                      float scale) = 0;
+
+  // y += x (same shape).
+  virtual void add_inplace(Tensor& y, const Tensor& x) = 0;
+};
+
+}  // namespace latte

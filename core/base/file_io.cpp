@@ -1,0 +1,127 @@
+#include "core/base/file_io.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/base/error.h"
+
+namespace latte {
+
+MappedFile::MappedFile(const std::string& path) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) fail(ErrorCode::io, "cannot open ", path, ": ", std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    fail(ErrorCode::io, "cannot stat ", path, ": ", std::strerror(e));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    fail(ErrorCode::io, path, " is a directory, expected a file");
+  }
+  size_ = size_t(st.st_size);
+  if (size_ > 0) {
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      int e = errno;
+      ::close(fd);
+      fail(ErrorCode::io, "cannot map ", path, ": ", std::strerror(e));
+    }
+    data_ = static_cast<const uint8_t*>(p);
+  }
+  ::close(fd);
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+namespace {
+
+class FdWriter final : public FileWriter {
+ public:
+  FdWriter(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  void write(const void* data, size_t n) override {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      ssize_t w = ::write(fd_, p, n);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        fail(ErrorCode::io, "cannot write ", path_, ": ", std::strerror(errno));
+      }
+      p += w;
+      n -= size_t(w);
+    }
+  }
+
+ private:
+  int fd_;
+  std::string path_;
+};
+
+void fsync_directory_of(const std::string& path) {
+  std::filesystem::path parent = std::filesystem::absolute(path).parent_path();
+  int dfd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+}  // namespace
+
+void atomic_write(const std::string& path, const std::function<void(FileWriter&)>& fill) {
+  std::string tmp = str_cat(path, ".tmp.", ::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) fail(ErrorCode::io, "cannot create ", tmp, ": ", std::strerror(errno));
+  try {
+    FdWriter writer(fd, path);
+    fill(writer);
+    if (::fsync(fd) != 0) fail(ErrorCode::io, "cannot fsync ", tmp, ": ", std::strerror(errno));
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    fail(ErrorCode::io, "cannot rename ", tmp, " to ", path, ": ", std::strerror(e));
+  }
+  fsync_directory_of(path);
+}
+
+void atomic_write_string(const std::string& path, const std::string& contents) {
+  atomic_write(path, [&](FileWriter& w) { w.write(contents.data(), contents.size()); });
+}
+
+std::string read_text_file(const std::string& path) {
+  if (is_directory(path)) fail(ErrorCode::io, path, " is a directory, expected a file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(ErrorCode::io, "cannot open ", path, ": ", std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool file_exists(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::exists(path, ec);
+}
+
+bool is_directory(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::is_directory(path, ec);
+}
+
+}  // namespace latte

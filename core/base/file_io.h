@@ -1,0 +1,48 @@
+// Files: read-only memory maps for checkpoints and token shards, and atomic writes
+// (temp file in the same folder + fsync + rename + fsync of the folder) so a crash mid-save
+// leaves either the old file or the new one, never a torn one.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+
+namespace latte {
+
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);  // throws io / bad_file naming the path
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+  std::span<const uint8_t> bytes() const { return {data_, size_}; }
+
+ private:
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Sink handed to atomic_write's callback; write() throws io naming the final path on failure.
+class FileWriter {
+ public:
+  virtual ~FileWriter() = default;
+  virtual void write(const void* data, size_t n) = 0;
+  void write(std::span<const uint8_t> b) { write(b.data(), b.size()); }
+};
+
+// Calls fill(writer) on "<path>.tmp.<pid>", then fsyncs and renames it onto path. If fill throws,
+// the temp file is removed and path is left untouched.
+void atomic_write(const std::string& path, const std::function<void(FileWriter&)>& fill);
+void atomic_write_string(const std::string& path, const std::string& contents);
+
+std::string read_text_file(const std::string& path);  // throws io naming the path
+bool file_exists(const std::string& path);
+bool is_directory(const std::string& path);
+
+}  // namespace latte

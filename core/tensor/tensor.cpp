@@ -1,0 +1,242 @@
+#include "core/tensor/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+namespace latte {
+
+std::string device_name(const Device& d) {
+  return d.kind == DeviceKind::cpu ? std::string("cpu") : str_cat("cuda:", d.index);
+}
+
+std::string shape_str(const Shape& s) {
+  std::ostringstream out;
+  out << '[';
+  for (size_t i = 0; i < s.size(); ++i) out << (i ? ", " : "") << s[i];
+  out << ']';
+  return out.str();
+}
+
+int64_t shape_numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+Shape contiguous_strides(const Shape& shape) {
+  Shape strides(shape.size());
+  int64_t s = 1;
+  for (size_t i = shape.size(); i-- > 0;) {
+    strides[i] = s;
+    s *= shape[i];
+  }
+  return strides;
+}
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  for (int64_t d : shape)
+    LATTE_REQUIRE(d >= 0, ErrorCode::invalid_argument, "negative dimension in shape ", shape_str(shape));
+  LATTE_REQUIRE(device.kind == DeviceKind::cpu, ErrorCode::unsupported,
+                "Tensor::empty on ", device_name(device), ": device tensors come from the backend allocator");
+  Tensor t;
+  t.shape_ = shape;
+  t.strides_ = contiguous_strides(shape);
+  t.dtype_ = dtype;
+  auto st = std::make_shared<Storage>();
+  st->bytes = size_t(shape_numel(shape)) * dtype_size(dtype);
+  size_t alloc = (st->bytes + 63) / 64 * 64;
+  st->data = std::aligned_alloc(64, alloc == 0 ? 64 : alloc);
+  LATTE_REQUIRE(st->data != nullptr, ErrorCode::io, "out of host memory allocating ", st->bytes, " bytes");
+  st->release = [](void* p) { std::free(p); };
+  t.storage_ = std::move(st);
+  return t;
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype) {
+  Tensor t = empty(shape, dtype);
+  std::memset(t.raw(), 0, t.nbytes());
+  return t;
+}
+
+Tensor Tensor::borrow(void* data, const Shape& shape, DType dtype, Device device,
+                      std::shared_ptr<void> keep_alive) {
+  Tensor t;
+  t.shape_ = shape;
+  t.strides_ = contiguous_strides(shape);
+  t.dtype_ = dtype;
+  auto st = std::make_shared<Storage>();
+  st->data = data;
+  st->bytes = size_t(shape_numel(shape)) * dtype_size(dtype);
+  st->device = device;
+  t.storage_ = std::move(st);
+  t.keep_alive_ = std::move(keep_alive);
+  return t;
+}
+
+Tensor Tensor::from_vector(const std::vector<float>& values, const Shape& shape) {
+  LATTE_REQUIRE(int64_t(values.size()) == shape_numel(shape), ErrorCode::shape_mismatch,
+                "from_vector: ", values.size(), " values for shape ", shape_str(shape));
+  Tensor t = empty(shape);
+  std::memcpy(t.raw(), values.data(), values.size() * 4);
+  return t;
+}
+
+int64_t Tensor::dim(int i) const {
+  int n = ndim();
+  int j = i < 0 ? i + n : i;
+  LATTE_REQUIRE(j >= 0 && j < n, ErrorCode::invalid_argument, "dim ", i, " out of range for shape ",
+                shape_str(shape_));
+  return shape_[size_t(j)];
+}
+
+bool Tensor::is_contiguous() const { return strides_ == contiguous_strides(shape_); }
+
+float* Tensor::f32() {
+  expect_dtype(DType::f32, "tensor");
+  return static_cast<float*>(raw());
+}
+const float* Tensor::f32() const {
+  expect_dtype(DType::f32, "tensor");
+  return static_cast<const float*>(raw());
+}
+uint16_t* Tensor::u16() {
+  LATTE_REQUIRE(dtype_size(dtype_) == 2, ErrorCode::shape_mismatch, "expected a 16-bit tensor, got ",
+                dtype_name(dtype_));
+  return static_cast<uint16_t*>(raw());
+}
+const uint16_t* Tensor::u16() const {
+  LATTE_REQUIRE(dtype_size(dtype_) == 2, ErrorCode::shape_mismatch, "expected a 16-bit tensor, got ",
+                dtype_name(dtype_));
+  return static_cast<const uint16_t*>(raw());
+}
+
+Tensor Tensor::reshape(const Shape& shape) const {
+  LATTE_REQUIRE(is_contiguous(), ErrorCode::invalid_argument, "reshape of a non-contiguous tensor");
+  Shape s = shape;
+  int64_t known = 1;
+  int infer = -1;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == -1) {
+      LATTE_REQUIRE(infer < 0, ErrorCode::invalid_argument, "reshape: more than one -1 in ", shape_str(shape));
+      infer = int(i);
+    } else {
+      known *= s[i];
+    }
+  }
+  if (infer >= 0 && known > 0) s[size_t(infer)] = numel() / known;
+  LATTE_REQUIRE(shape_numel(s) == numel(), ErrorCode::shape_mismatch, "reshape ", shape_str(shape_), " to ",
+                shape_str(shape));
+  Tensor t = *this;
+  t.shape_ = s;
+  t.strides_ = contiguous_strides(s);
+  return t;
+}
+
+Tensor Tensor::slice(int64_t begin, int64_t end) const {
+  LATTE_REQUIRE(ndim() >= 1 && 0 <= begin && begin <= end && end <= shape_[0], ErrorCode::invalid_argument,
+                "slice [", begin, ", ", end, ") out of range for shape ", shape_str(shape_));
+  Tensor t = *this;
+  t.shape_[0] = end - begin;
+  t.offset_ += begin * strides_[0];
+  return t;
+}
+
+Tensor Tensor::narrow(int d, int64_t begin, int64_t end) const {
+  int j = d < 0 ? d + ndim() : d;
+  LATTE_REQUIRE(j >= 0 && j < ndim() && 0 <= begin && begin <= end && end <= shape_[size_t(j)],
+                ErrorCode::invalid_argument, "narrow dim ", d, " [", begin, ", ", end, ") out of range for shape ",
+                shape_str(shape_));
+  Tensor t = *this;
+  t.shape_[size_t(j)] = end - begin;
+  t.offset_ += begin * strides_[size_t(j)];
+  return t;
+}
+
+Tensor Tensor::select(int64_t index) const {
+  Tensor t = slice(index, index + 1);
+  t.shape_.erase(t.shape_.begin());
+  t.strides_.erase(t.strides_.begin());
+  return t;
+}
+
+Tensor Tensor::clone() const {
+  Tensor t = empty(shape_, dtype_);
+  t.copy_from(*this);
+  return t;
+}
+
+Tensor Tensor::to(DType dtype) const {
+  Tensor t = empty(shape_, dtype);
+  t.copy_from(*this);
+  return t;
+}
+
+namespace {
+float load_as_f32(const void* base, DType t, int64_t i) {
+  switch (t) {
+    case DType::f32: return static_cast<const float*>(base)[i];
+    case DType::bf16: return bf16_to_f32(static_cast<const uint16_t*>(base)[i]);
+    case DType::f16: return f16_to_f32(static_cast<const uint16_t*>(base)[i]);
+  }
+  return 0;
+}
+void store_from_f32(void* base, DType t, int64_t i, float v) {
+  switch (t) {
+    case DType::f32: static_cast<float*>(base)[i] = v; break;
+    case DType::bf16: static_cast<uint16_t*>(base)[i] = f32_to_bf16(v); break;
+    case DType::f16: static_cast<uint16_t*>(base)[i] = f32_to_f16(v); break;
+  }
+}
+}  // namespace
+
+void Tensor::copy_from(const Tensor& src) {
+  LATTE_REQUIRE(src.shape_ == shape_, ErrorCode::shape_mismatch, "copy_from: source ", shape_str(src.shape_),
+                " into ", shape_str(shape_));
+  LATTE_REQUIRE(device().kind == DeviceKind::cpu && src.device().kind == DeviceKind::cpu,
+                ErrorCode::unsupported, "copy_from on device tensors goes through the backend");
+  if (is_contiguous() && src.is_contiguous() && src.dtype_ == dtype_) {
+    std::memmove(raw(), src.raw(), nbytes());
+    return;
+  }
+  // General strided path: walk both index spaces with one odometer.
+  int n = ndim();
+  std::vector<int64_t> idx(size_t(n), 0);
+  int64_t total = numel();
+  for (int64_t k = 0; k < total; ++k) {
+    int64_t so = 0, dof = 0;
+    for (int d = 0; d < n; ++d) {
+      so += idx[size_t(d)] * src.strides_[size_t(d)];
+      dof += idx[size_t(d)] * strides_[size_t(d)];
+    }
+    store_from_f32(raw(), dtype_, dof, load_as_f32(src.raw(), src.dtype_, so));
+    for (int d = n - 1; d >= 0; --d) {
+      if (++idx[size_t(d)] < shape_[size_t(d)]) break;
+      idx[size_t(d)] = 0;
+    }
+  }
+}
+
+std::vector<float> Tensor::to_vector() const {
+  Tensor t = to(DType::f32);
+  const float* p = t.f32();
+  return std::vector<float>(p, p + t.numel());
+}
+
+void Tensor::fill(float value) {
+  LATTE_REQUIRE(is_contiguous(), ErrorCode::invalid_argument, "fill of a non-contiguous tensor");
+  int64_t n = numel();
+  for (int64_t i = 0; i < n; ++i) store_from_f32(raw(), dtype_, i, value);
+}
+
+void Tensor::expect_shape(const Shape& shape, const char* name) const {
+  LATTE_REQUIRE(shape_ == shape, ErrorCode::shape_mismatch, name, ": expected shape ", shape_str(shape),
+                ", got ", shape_str(shape_));
+}
+
+void Tensor::expect_dtype(DType dtype, const char* name) const {
+  LATTE_REQUIRE(dtype_ == dtype, ErrorCode::shape_mismatch, name, ": expected dtype ", dtype_name(dtype),
+                ", got ", dtype_name(dtype_));
+}
+
+}  // namespace latte

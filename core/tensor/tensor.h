@@ -1,0 +1,94 @@
+// Tensor: a typed, shaped view on shared storage. Views (reshape, slice along dim 0, select) share
+// the storage; clone() and to() copy. Storage is either owned (64-byte aligned host memory, or
+// device memory from a backend allocator) or borrowed (e.g. a region of a memory-mapped file).
+//
+// Shapes are listed outermost first, with the names the checkpoints use in comments at each use,
+// e.g. wq [n_heads*head_dim, dim]. Strides are in elements.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/base/dtype.h"
+#include "core/base/error.h"
+#include "core/tensor/device.h"
+
+namespace latte {
+
+using Shape = std::vector<int64_t>;
+std::string shape_str(const Shape& s);  // "[2, 3]"
+int64_t shape_numel(const Shape& s);
+
+struct Storage {
+  void* data = nullptr;
+  size_t bytes = 0;
+  Device device;
+  std::function<void(void*)> release;  // empty for borrowed memory
+  ~Storage() {
+    if (release && data) release(data);
+  }
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+
+  static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu());
+  static Tensor zeros(const Shape& shape, DType dtype = DType::f32);  // host only
+  // A view on memory Latte does not own; keep_alive (optional) holds whatever owns it.
+  static Tensor borrow(void* data, const Shape& shape, DType dtype, Device device = Device::cpu(),
+                       std::shared_ptr<void> keep_alive = nullptr);
+  static Tensor from_vector(const std::vector<float>& values, const Shape& shape);
+
+  bool defined() const { return storage_ != nullptr; }
+  const Shape& shape() const { return shape_; }
+  const Shape& strides() const { return strides_; }
+  int ndim() const { return int(shape_.size()); }
+  int64_t dim(int i) const;  // negative i counts from the end
+  int64_t numel() const { return shape_numel(shape_); }
+  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype_); }
+  DType dtype() const { return dtype_; }
+  Device device() const { return storage_ ? storage_->device : Device::cpu(); }
+  bool is_contiguous() const;
+
+  void* raw() { return static_cast<char*>(storage_->data) + offset_ * dtype_size(dtype_); }
+  const void* raw() const {
+    return static_cast<const char*>(storage_->data) + offset_ * dtype_size(dtype_);
+  }
+  // Typed access; throws shape_mismatch if the dtype differs.
+  float* f32();
+  const float* f32() const;
+  uint16_t* u16();  // bf16 or f16 bits
+  const uint16_t* u16() const;
+
+  // Views sharing storage.
+  Tensor reshape(const Shape& shape) const;      // contiguous only; one -1 allowed
+  Tensor slice(int64_t begin, int64_t end) const;  // rows [begin, end) of dim 0
+  Tensor select(int64_t index) const;            // dim 0 removed
+  Tensor narrow(int dim, int64_t begin, int64_t end) const;  // [begin, end) along dim, strided view
+
+  // Copies.
+  Tensor clone() const;
+  Tensor to(DType dtype) const;      // host only; widening is exact, narrowing rounds to nearest even
+  std::vector<float> to_vector() const;  // host only, widened to f32
+  void copy_from(const Tensor& src);  // same shape, any dtypes, host only
+  void fill(float value);             // host only
+
+  // Shape/dtype validation for public entry points; the name goes into the message.
+  void expect_shape(const Shape& shape, const char* name) const;
+  void expect_dtype(DType dtype, const char* name) const;
+
+ private:
+  std::shared_ptr<Storage> storage_;
+  std::shared_ptr<void> keep_alive_;
+  Shape shape_, strides_;
+  int64_t offset_ = 0;  // in elements
+  DType dtype_ = DType::f32;
+};
+
+Shape contiguous_strides(const Shape& shape);
+
+}  // namespace latte

@@ -1,0 +1,53 @@
+// Tokenizer interface. Implementations: llama2c_tokenizer (tokenizer.bin, run.c semantics) and
+// bpe_tokenizer (HF tokenizer.json / GGUF vocab: byte-level GPT-2 style, or SentencePiece style
+// with byte fallback). All are project code: Debian's libsentencepiece cannot share a process with
+// protobuf (shared/notes/env-feasibility.md pitfall 8).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace latte {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  virtual int64_t vocab_size() const = 0;
+  virtual int32_t bos_id() const = 0;  // -1 when the vocabulary has none
+  virtual int32_t eos_id() const = 0;  // -1 when the vocabulary has none
+  // The token ids for text; a BOS id first when add_bos (and the vocabulary has one).
+  virtual std::vector<int32_t> encode(const std::string& text, bool add_bos) const = 0;
+  // The bytes token `token` adds to the output when it follows `prev` (-1 at the start): the
+  // streaming form used by generate, which handles SentencePiece's leading-space rule and
+  // byte-fallback pieces. Concatenating these over a sequence gives its text.
+  virtual std::string decode_piece(int32_t prev, int32_t token) const = 0;
+  std::string decode(const std::vector<int32_t>& ids) const;
+  // A short stable name ("llama2c:512", "bpe-bytelevel:49152") recorded in token shards.
+  virtual std::string id() const = 0;
+};
+
+// The vocabulary a BPE tokenizer is built from, whichever file it came from (tokenizer.json or
+// GGUF "tokenizer.ggml.*" metadata).
+struct BpeVocab {
+  enum class Kind { byte_level, sentencepiece };  // GGUF "gpt2" / "llama"; tokenizer.json decoder
+  Kind kind = Kind::byte_level;
+  std::vector<std::string> tokens;               // id -> piece as stored in the file
+  std::vector<float> scores;                     // sentencepiece merge priority (may be empty)
+  std::vector<int32_t> token_types;              // GGUF token types (1 normal, 2 unknown, 3 control,
+                                                 // 4 user defined, 6 byte); may be empty
+  std::vector<std::pair<std::string, std::string>> merges;  // byte_level merge rules, in rank order
+  std::vector<std::string> special_tokens;       // added tokens matched verbatim before BPE
+  int32_t bos_id = -1, eos_id = -1, unk_id = -1;
+  bool add_bos = false;                          // whether the model expects BOS on prompts
+  bool add_space_prefix = true;                  // sentencepiece's dummy prefix
+  std::string pre;                               // GGUF tokenizer.ggml.pre (pre-tokenizer name)
+};
+
+std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int64_t expected_vocab = -1);
+std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path);
+std::unique_ptr<Tokenizer> make_bpe_tokenizer(BpeVocab vocab, const std::string& source);
+// By file: "tokenizer.json" -> HF, anything else -> llama2.c tokenizer.bin.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
+
+}  // namespace latte
