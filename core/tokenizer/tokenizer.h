@@ -25,6 +25,8 @@ class Tokenizer {
   std::string decode(const std::vector<int32_t>& ids) const;
   // A short stable name ("llama2c:512", "bpe-bytelevel:49152") recorded in token shards.
   virtual std::string id() const = 0;
+  // The vocabulary, for BPE tokenizers (so an exporter can write it out as tokenizer.json).
+  virtual const struct BpeVocab* bpe_vocab() const { return nullptr; }
 };
 
 // The vocabulary a BPE tokenizer is built from, whichever file it came from (tokenizer.json or
@@ -47,6 +49,9 @@ struct BpeVocab {
 std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int64_t expected_vocab = -1);
 std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path);
 std::unique_ptr<Tokenizer> make_bpe_tokenizer(BpeVocab vocab, const std::string& source);
+// Writes vocab as a Hugging Face tokenizer.json that load_hf_tokenizer_json reads back to the same
+// tokenizer (atomic write).
+void write_hf_tokenizer_json(const BpeVocab& vocab, const std::string& path);
 // By file: "tokenizer.json" -> HF, anything else -> llama2.c tokenizer.bin.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
 
