@@ -38,6 +38,7 @@ find_package(PkgConfig REQUIRED)
 pkg_check_modules(LAPACKE REQUIRED IMPORTED_TARGET lapacke)
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(nlohmann_json 3 REQUIRED)
+find_package(CLI11 REQUIRED)
 
 set(LATTE_HAVE_MPI OFF)
 if(LATTE_WITH_MPI)

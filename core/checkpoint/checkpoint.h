@@ -20,6 +20,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/model/config.h"
 #include "core/tensor/tensor_store.h"
@@ -51,5 +53,31 @@ struct SaveOptions {
 // Writes config.json and the tensors atomically (each file: temp + rename).
 void save_safetensors_dir(const std::string& dir, const ModelConfig& config, const TensorStore& tensors,
                           const SaveOptions& opts = {});
+
+// The tensors a llama config needs, in file order (embedding, layers, norm, lm_head when untied).
+std::vector<std::pair<std::string, Shape>> llama_tensor_shapes(const ModelConfig& config);
+// Every loader's check of the tensor set: throws bad_file naming tensor and file for a missing
+// tensor, an unexpected extra one, or a shape that does not match the config.
+void check_llama_tensors(const ModelConfig& config, const TensorStore& tensors);
+
+// RoPE pairing of q_proj/k_proj rows [n_heads*head_dim, dim]. Within each head, interleaved
+// (Meta, llama2.c, GGUF) pairs rows (2j, 2j+1); rotate_half (HF) pairs (j, j + head_dim/2).
+// interleaved -> rotate_half moves row 2j to j and 2j+1 to j + head_dim/2 (HF's permute); the
+// reverse undoes it. Returns a new contiguous tensor of the same dtype (a copy even when from == to).
+Tensor permute_rope_rows(const Tensor& w, int64_t head_dim, RopeLayout from, RopeLayout to);
+// Rewrites every layer's q_proj/k_proj in `tensors` into layout `to` and records it in config.
+void convert_rope_layout(ModelConfig& config, TensorStore& tensors, RopeLayout to);
+
+struct ExportOptions {
+  DType dtype = DType::f32;
+  size_t max_shard_bytes = 0;     // as SaveOptions
+  bool keep_rope_layout = false;  // false: permute q/k to HF rotate_half; true: keep rows and
+                                  // record "latte_rope_layout" in config.json
+  std::string llama2c_tokenizer;  // a tokenizer.bin to copy beside the weights when src.tokenizer
+                                  // has no BPE vocabulary (empty: none)
+};
+// Writes a Hugging Face folder: config.json, model.safetensors (or shards + index), and the
+// tokenizer (tokenizer.json from a BPE vocabulary, else a copy of opts.llama2c_tokenizer).
+void export_checkpoint(const Checkpoint& src, const std::string& out_dir, const ExportOptions& opts = {});
 
 }  // namespace latte

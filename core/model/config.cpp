@@ -1,0 +1,187 @@
+#include "core/model/config.h"
+
+#include <charconv>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "core/base/error.h"
+
+namespace latte {
+
+int64_t ModelConfig::parameter_count() const {
+  const int64_t per_layer = 2 * dim                        // input / post-attention RMSNorm
+                            + dim * q_dim() + 2 * dim * kv_dim() + q_dim() * dim  // q, k, v, o
+                            + 3 * dim * hidden_dim;        // gate, up, down
+  const int64_t embed = vocab_size * dim;
+  return embed + n_layers * per_layer + dim + (tied_embeddings ? 0 : embed);
+}
+
+int64_t ModelConfig::kv_cache_elements_per_token() const { return 2 * n_layers * kv_dim(); }
+
+void ModelConfig::validate(const std::string& source) const {
+  auto bad = [&](auto&&... parts) {
+    fail(ErrorCode::invalid_argument, "invalid model config in ", source, ": ", parts...);
+  };
+  if (architecture != "llama" && architecture != "mla")
+    bad("architecture '", architecture, "' is not llama or mla");
+  if (dim <= 0) bad("dim (hidden_size) is ", dim, ", must be positive");
+  if (hidden_dim <= 0) bad("hidden_dim (intermediate_size) is ", hidden_dim, ", must be positive");
+  if (n_layers <= 0) bad("n_layers (num_hidden_layers) is ", n_layers, ", must be positive");
+  if (n_heads <= 0) bad("n_heads (num_attention_heads) is ", n_heads, ", must be positive");
+  if (n_kv_heads <= 0) bad("n_kv_heads (num_key_value_heads) is ", n_kv_heads, ", must be positive");
+  if (n_kv_heads > n_heads) bad("n_kv_heads (", n_kv_heads, ") exceeds n_heads (", n_heads, ")");
+  if (n_heads % n_kv_heads != 0)
+    bad("n_heads (", n_heads, ") is not a multiple of n_kv_heads (", n_kv_heads, ")");
+  if (head_dim <= 0) bad("head_dim is ", head_dim, ", must be positive");
+  // RoPE rotates pairs of features, in either layout.
+  if (head_dim % 2 != 0) bad("head_dim (", head_dim, ") must be even for RoPE");
+  if (vocab_size <= 0) bad("vocab_size is ", vocab_size, ", must be positive");
+  if (max_seq_len <= 0) bad("max_seq_len (max_position_embeddings) is ", max_seq_len, ", must be positive");
+  if (!(std::isfinite(rope_theta) && rope_theta > 0)) bad("rope_theta (", rope_theta, ") must be positive");
+  if (!(std::isfinite(norm_eps) && norm_eps > 0)) bad("norm_eps (rms_norm_eps) (", norm_eps, ") must be positive");
+  if (bos_id < -1 || bos_id >= vocab_size)
+    bad("bos_id (bos_token_id) ", bos_id, " is outside the vocabulary of ", vocab_size);
+  if (eos_id < -1 || eos_id >= vocab_size)
+    bad("eos_id (eos_token_id) ", eos_id, " is outside the vocabulary of ", vocab_size);
+}
+
+namespace {
+
+using nlohmann::json;
+
+int64_t get_int(const json& j, const char* key, const std::string& source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) fail(ErrorCode::bad_file, source, ": missing key \"", key, "\"");
+  if (!it->is_number_integer())
+    fail(ErrorCode::bad_file, source, ": key \"", key, "\" is ", it->type_name(), ", expected an integer");
+  return it->get<int64_t>();
+}
+
+float get_float(const json& j, const char* key, float fallback, const std::string& source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_number())
+    fail(ErrorCode::bad_file, source, ": key \"", key, "\" is ", it->type_name(), ", expected a number");
+  return it->get<float>();
+}
+
+// HF allows null, an int, or a list of ids (several EOS tokens); Latte keeps the first.
+int32_t get_token_id(const json& j, const char* key, int32_t fallback, const std::string& source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  const json* v = &*it;
+  if (v->is_array()) {
+    if (v->empty()) return fallback;
+    v = &(*v)[0];
+  }
+  if (!v->is_number_integer())
+    fail(ErrorCode::bad_file, source, ": key \"", key, "\" is ", v->type_name(), ", expected a token id");
+  return v->get<int32_t>();
+}
+
+// The shortest decimal that reads back as the same float, so 1e-5f is written as 1e-05 rather
+// than 9.999999747378752e-06 (what widening to double would print).
+json float_as_json(float v) {
+  char buf[32];
+  auto res = std::to_chars(buf, buf + sizeof buf, v);
+  return std::stod(std::string(buf, res.ptr));
+}
+
+}  // namespace
+
+ModelConfig config_from_json_text(const std::string& text, const std::string& source) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    fail(ErrorCode::bad_file, source, ": not valid JSON (", e.what(), ")");
+  }
+  if (!j.is_object()) fail(ErrorCode::bad_file, source, ": expected a JSON object");
+
+  if (auto it = j.find("model_type"); it != j.end() && it->is_string() && *it != "llama")
+    fail(ErrorCode::unsupported, source, ": model_type \"", it->get<std::string>(),
+         "\" is not supported (only llama)");
+  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null())
+    fail(ErrorCode::unsupported, source, ": rope_scaling ", it->dump(), " is not supported");
+  if (auto it = j.find("hidden_act"); it != j.end() && it->is_string() && *it != "silu")
+    fail(ErrorCode::unsupported, source, ": hidden_act \"", it->get<std::string>(),
+         "\" is not supported (only silu)");
+  for (const char* key : {"attention_bias", "mlp_bias"})
+    if (auto it = j.find(key); it != j.end() && it->is_boolean() && it->get<bool>())
+      fail(ErrorCode::unsupported, source, ": ", key, " = true is not supported");
+
+  ModelConfig c;
+  c.dim = get_int(j, "hidden_size", source);
+  c.hidden_dim = get_int(j, "intermediate_size", source);
+  c.n_layers = get_int(j, "num_hidden_layers", source);
+  c.n_heads = get_int(j, "num_attention_heads", source);
+  // HF's default when absent: plain multi-head attention.
+  c.n_kv_heads = j.contains("num_key_value_heads") && !j["num_key_value_heads"].is_null()
+                     ? get_int(j, "num_key_value_heads", source)
+                     : c.n_heads;
+  if (j.contains("head_dim") && !j["head_dim"].is_null()) {
+    c.head_dim = get_int(j, "head_dim", source);
+  } else {
+    LATTE_REQUIRE(c.n_heads > 0 && c.dim % c.n_heads == 0, ErrorCode::bad_file, source,
+                  ": hidden_size (", c.dim, ") is not a multiple of num_attention_heads (", c.n_heads,
+                  ") and head_dim is not given");
+    c.head_dim = c.dim / c.n_heads;
+  }
+  c.vocab_size = get_int(j, "vocab_size", source);
+  c.max_seq_len = get_int(j, "max_position_embeddings", source);
+  c.rope_theta = get_float(j, "rope_theta", 10000.0f, source);
+  c.norm_eps = get_float(j, "rms_norm_eps", 1e-6f, source);  // HF LlamaConfig default
+  if (auto it = j.find("tie_word_embeddings"); it != j.end() && !it->is_null()) {
+    if (!it->is_boolean())
+      fail(ErrorCode::bad_file, source, ": key \"tie_word_embeddings\" is ", it->type_name(),
+           ", expected a boolean");
+    c.tied_embeddings = it->get<bool>();
+  } else {
+    c.tied_embeddings = false;  // HF LlamaConfig default
+  }
+  c.bos_id = get_token_id(j, "bos_token_id", -1, source);
+  c.eos_id = get_token_id(j, "eos_token_id", -1, source);
+  c.rope_layout = RopeLayout::rotate_half;
+  if (auto it = j.find("latte_rope_layout"); it != j.end()) {
+    if (!it->is_string())
+      fail(ErrorCode::bad_file, source, ": key \"latte_rope_layout\" must be a string");
+    try {
+      c.rope_layout = rope_layout_from_name(it->get<std::string>());
+    } catch (const Error& e) {
+      fail(ErrorCode::bad_file, source, ": ", e.what());
+    }
+  }
+  if (auto it = j.find("latte_architecture"); it != j.end() && it->is_string())
+    c.architecture = it->get<std::string>();
+  c.validate(source);
+  return c;
+}
+
+std::string config_to_json_text(const ModelConfig& c) {
+  json j = json::object();
+  j["architectures"] = json::array({"LlamaForCausalLM"});
+  j["model_type"] = "llama";
+  j["hidden_size"] = c.dim;
+  j["intermediate_size"] = c.hidden_dim;
+  j["num_hidden_layers"] = c.n_layers;
+  j["num_attention_heads"] = c.n_heads;
+  j["num_key_value_heads"] = c.n_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["vocab_size"] = c.vocab_size;
+  j["max_position_embeddings"] = c.max_seq_len;
+  j["rope_theta"] = float_as_json(c.rope_theta);
+  j["rms_norm_eps"] = float_as_json(c.norm_eps);
+  j["tie_word_embeddings"] = c.tied_embeddings;
+  j["bos_token_id"] = c.bos_id >= 0 ? json(c.bos_id) : json(nullptr);
+  j["eos_token_id"] = c.eos_id >= 0 ? json(c.eos_id) : json(nullptr);
+  j["hidden_act"] = "silu";
+  j["attention_bias"] = false;
+  j["mlp_bias"] = false;
+  j["rope_scaling"] = nullptr;
+  j["torch_dtype"] = "float32";
+  if (c.rope_layout == RopeLayout::interleaved) j["latte_rope_layout"] = "interleaved";
+  if (c.architecture != "llama") j["latte_architecture"] = c.architecture;
+  return j.dump(2) + "\n";
+}
+
+}  // namespace latte

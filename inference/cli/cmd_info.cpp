@@ -1,0 +1,31 @@
+#include <cstdio>
+
+#include "inference/cli/commands.h"
+#include "inference/engine/loaded_model.h"
+
+namespace latte::cli {
+
+void add_info(CLI::App& app) {
+  auto path = std::make_shared<std::string>();
+  CLI::App* cmd = app.add_subcommand("info", "Print a checkpoint's config, parameter count and KV-cache size");
+  cmd->add_option("-m,--model", *path, "llama2.c .bin, safetensors folder or .gguf file")->required();
+  cmd->callback([path] {
+    Checkpoint ck = load_checkpoint(*path);
+    const ModelConfig& c = ck.config;
+    std::printf("model        %s (%s)\n", path->c_str(), ck.format.c_str());
+    std::printf("architecture %s\n", c.architecture.c_str());
+    std::printf("dim %lld  hidden_dim %lld  layers %lld  heads %lld  kv_heads %lld  head_dim %lld\n",
+                (long long)c.dim, (long long)c.hidden_dim, (long long)c.n_layers, (long long)c.n_heads,
+                (long long)c.n_kv_heads, (long long)c.head_dim);
+    std::printf("vocab %lld  context %lld  rope_theta %g  rope_layout %s  norm_eps %g  tied %s\n",
+                (long long)c.vocab_size, (long long)c.max_seq_len, double(c.rope_theta), rope_layout_name(c.rope_layout),
+                double(c.norm_eps), c.tied_embeddings ? "yes" : "no");
+    std::printf("parameters   %lld\n", (long long)c.parameter_count());
+    int64_t per_token = c.kv_cache_elements_per_token();
+    std::printf("kv cache     %lld elements/token = %lld B/token f32, %lld B/token bf16 (all %lld layers)\n",
+                (long long)per_token, (long long)(per_token * 4), (long long)(per_token * 2), (long long)c.n_layers);
+    if (ck.tokenizer) std::printf("tokenizer    %s\n", ck.tokenizer->id().c_str());
+  });
+}
+
+}  // namespace latte::cli

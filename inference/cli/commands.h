@@ -1,0 +1,17 @@
+// The `latte` executable: one subcommand per file, each registering itself on the CLI11 app.
+// Subcommands throw latte::Error; main() is the one place that prints it and picks the exit code.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace latte::cli {
+
+void add_generate(CLI::App& app);
+void add_perplexity(CLI::App& app);
+void add_info(CLI::App& app);
+void add_export(CLI::App& app);
+
+// --threads N for OpenMP and OpenBLAS (0: leave the defaults).
+void add_threads_option(CLI::App& cmd, int& threads);
+void apply_threads(int threads);
+
+}  // namespace latte::cli

@@ -1,0 +1,48 @@
+#include <cblas.h>
+#include <omp.h>
+
+#include <iostream>
+
+#include "core/base/error.h"
+#include "inference/cli/commands.h"
+
+namespace latte::cli {
+
+void add_threads_option(CLI::App& cmd, int& threads) {
+  cmd.add_option("--threads", threads, "CPU threads for OpenMP and OpenBLAS (0: all cores)")
+      ->check(CLI::Range(0, 1024));
+}
+
+void apply_threads(int threads) {
+  if (threads <= 0) return;
+  omp_set_num_threads(threads);
+  openblas_set_num_threads(threads);
+}
+
+}  // namespace latte::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"latte: convert Llama MHA/GQA models to Multi-head Latent Attention, train and serve them"};
+  app.require_subcommand(1);
+  latte::cli::add_generate(app);
+  latte::cli::add_perplexity(app);
+  latte::cli::add_info(app);
+  latte::cli::add_export(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "latte: " << e.what() << " (see latte --help)\n";
+    return 2;
+  } catch (const latte::Error& e) {
+    std::cerr << "latte: " << latte::error_code_name(e.code()) << ": " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "latte: unexpected error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

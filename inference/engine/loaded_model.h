@@ -1,0 +1,28 @@
+// Loading a model for inference from what a user types: a llama2.c .bin, a safetensors folder or
+// a GGUF file, plus a tokenizer (the --tokenizer flag, else the one the checkpoint carries, else
+// a tokenizer.bin / tok<vocab>.bin beside a llama2.c file).
+#pragma once
+#include <memory>
+#include <string>
+
+#include "core/checkpoint/checkpoint.h"
+#include "core/model/llama.h"
+
+namespace latte {
+
+struct LoadedModel {
+  Checkpoint checkpoint;
+  std::unique_ptr<Tokenizer> tokenizer;  // null when none was found and none was required
+  std::unique_ptr<LlamaModel> model;
+};
+
+struct ModelLoadRequest {
+  std::string model_path;
+  std::string tokenizer_path;  // empty: look for one
+  std::string device = "cpu";  // cpu | cuda | auto
+  bool require_tokenizer = true;
+};
+
+LoadedModel load_model(const ModelLoadRequest& req);
+
+}  // namespace latte
