@@ -123,7 +123,7 @@ Tensor LlamaModel::forward(std::span<const int32_t> tokens, int64_t batch, KvCac
   const RopeParams rope{c.rope_layout, c.rope_theta, c.head_dim};
   const float scale = 1.0f / std::sqrt(float(c.head_dim));
 
-  std::vector<int32_t> positions(size_t(BT));
+  std::vector<int32_t> positions(static_cast<size_t>(BT));
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t t = 0; t < T; ++t) positions[size_t(b * T + t)] = int32_t(pos0 + t);
 

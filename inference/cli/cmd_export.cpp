@@ -32,7 +32,7 @@ void add_export(CLI::App& app) {
     if (eo.llama2c_tokenizer.empty() && ck.format == "llama2c") {
       // The usual llama2.c layout keeps the tokenizer beside the model.
       std::string dir = o->model.substr(0, o->model.find_last_of('/') + 1);
-      for (std::string name : {"tokenizer.bin", "tok" + std::to_string(ck.config.vocab_size) + ".bin"})
+      for (std::string name : {std::string("tokenizer.bin"), "tok" + std::to_string(ck.config.vocab_size) + ".bin"})
         if (file_exists(dir + name)) eo.llama2c_tokenizer = dir + name;
     }
     export_checkpoint(ck, o->out, eo);

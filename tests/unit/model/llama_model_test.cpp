@@ -76,7 +76,7 @@ TEST_P(LlamaGradTest, DirectionalDerivativesMatchFiniteDifferences) {
   int checked = 0;
   model.weights().for_each(c.tied_embeddings, [&](const std::string& name, Tensor& w) {
     const int64_t n = w.numel();
-    std::vector<float> dir(size_t(n));
+    std::vector<float> dir(static_cast<size_t>(n));
     for (float& d : dir) d = normal(rng);
     double analytic = 0;
     const float* g = grad_of.at(name)->f32();

@@ -1,0 +1,209 @@
+#include "bench/naive_backend.h"
+
+#include <cmath>
+#include <vector>
+
+namespace latte::bench {
+
+namespace {
+// Weights may be bf16; the baseline widens element by element, as a naive port would.
+float wat(const Tensor& w, int64_t i) {
+  return w.dtype() == DType::f32 ? w.f32()[i] : bf16_to_f32(w.u16()[i]);
+}
+}  // namespace
+
+void NaiveBackend::linear_forward(Tensor& y, const Tensor& x, const Tensor& w, bool accumulate) {
+  const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      float s = 0;
+      for (int64_t k = 0; k < K; ++k) s += x.f32()[m * K + k] * wat(w, n * K + k);
+      y.f32()[m * N + n] = accumulate ? y.f32()[m * N + n] + s : s;
+    }
+}
+
+void NaiveBackend::linear_backward(Tensor* dx, Tensor* dw, const Tensor& dy, const Tensor& x, const Tensor& w) {
+  const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      float g = dy.f32()[m * N + n];
+      for (int64_t k = 0; k < K; ++k) {
+        if (dx) dx->f32()[m * K + k] += g * wat(w, n * K + k);
+        if (dw) dw->f32()[n * K + k] += g * x.f32()[m * K + k];
+      }
+    }
+}
+
+void NaiveBackend::embedding_forward(Tensor& out, std::span<const int32_t> tokens, const Tensor& table) {
+  const int64_t D = table.dim(1);
+  for (size_t t = 0; t < tokens.size(); ++t)
+    for (int64_t d = 0; d < D; ++d) out.f32()[int64_t(t) * D + d] = wat(table, tokens[t] * D + d);
+}
+
+void NaiveBackend::embedding_backward(Tensor& dtable, std::span<const int32_t> tokens, const Tensor& dout) {
+  const int64_t D = dtable.dim(1);
+  for (size_t t = 0; t < tokens.size(); ++t)
+    for (int64_t d = 0; d < D; ++d) dtable.f32()[tokens[t] * D + d] += dout.f32()[int64_t(t) * D + d];
+}
+
+void NaiveBackend::rmsnorm_forward(Tensor& y, Tensor* rstd, const Tensor& x, const Tensor& w, float eps) {
+  const int64_t T = x.dim(0), D = x.dim(1);
+  for (int64_t t = 0; t < T; ++t) {
+    float ss = 0;
+    for (int64_t d = 0; d < D; ++d) ss += x.f32()[t * D + d] * x.f32()[t * D + d];
+    float r = 1.0f / std::sqrt(ss / float(D) + eps);
+    if (rstd) rstd->f32()[t] = r;
+    for (int64_t d = 0; d < D; ++d) y.f32()[t * D + d] = x.f32()[t * D + d] * r * wat(w, d);
+  }
+}
+
+void NaiveBackend::rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                                    const Tensor& rstd) {
+  const int64_t T = x.dim(0), D = x.dim(1);
+  for (int64_t t = 0; t < T; ++t) {
+    float r = rstd.f32()[t], dot = 0;
+    for (int64_t d = 0; d < D; ++d) dot += dy.f32()[t * D + d] * wat(w, d) * x.f32()[t * D + d];
+    for (int64_t d = 0; d < D; ++d) {
+      float xv = x.f32()[t * D + d];
+      dx.f32()[t * D + d] += r * dy.f32()[t * D + d] * wat(w, d) - r * r * r * xv * dot / float(D);
+      dw.f32()[d] += dy.f32()[t * D + d] * xv * r;
+    }
+  }
+}
+
+namespace {
+void rope_rotate(Tensor& x, std::span<const int32_t> positions, const RopeParams& p, float sign) {
+  const int64_t T = x.dim(0), H = x.dim(1), hd = p.head_dim, half = hd / 2;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t j = 0; j < half; ++j) {
+        double angle = double(positions[size_t(t)]) * std::pow(double(p.theta), -2.0 * double(j) / double(hd));
+        float c = float(std::cos(angle)), s = sign * float(std::sin(angle));
+        int64_t a = p.layout == RopeLayout::interleaved ? 2 * j : j;
+        int64_t b = p.layout == RopeLayout::interleaved ? 2 * j + 1 : j + half;
+        float* row = x.f32() + (t * H + h) * hd;
+        float x0 = row[a], x1 = row[b];
+        row[a] = x0 * c - x1 * s;
+        row[b] = x0 * s + x1 * c;
+      }
+}
+}  // namespace
+
+void NaiveBackend::rope_forward(Tensor& x, std::span<const int32_t> positions, const RopeParams& p) {
+  rope_rotate(x, positions, p, 1.0f);
+}
+void NaiveBackend::rope_backward(Tensor& dx, std::span<const int32_t> positions, const RopeParams& p) {
+  rope_rotate(dx, positions, p, -1.0f);
+}
+
+void NaiveBackend::attention_forward(Tensor& out, Tensor* lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                                     float scale) {
+  const int64_t B = q.dim(0), T = q.dim(1), Hq = q.dim(2), Dk = q.dim(3), S = k.dim(1), Hkv = k.dim(2),
+                Dv = v.dim(3), group = Hq / Hkv;
+  std::vector<float> p(static_cast<size_t>(S));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < Hq; ++h)
+      for (int64_t t = 0; t < T; ++t) {
+        const float* qr = q.f32() + ((b * T + t) * Hq + h) * Dk;
+        int64_t last = S - T + t;
+        float mx = -INFINITY;
+        for (int64_t s = 0; s <= last; ++s) {
+          const float* kr = k.f32() + b * k.strides()[0] + (s * Hkv + h / group) * Dk;
+          float dot = 0;
+          for (int64_t d = 0; d < Dk; ++d) dot += qr[d] * kr[d];
+          p[size_t(s)] = dot * scale;
+          mx = std::max(mx, p[size_t(s)]);
+        }
+        float sum = 0;
+        for (int64_t s = 0; s <= last; ++s) sum += (p[size_t(s)] = std::exp(p[size_t(s)] - mx));
+        if (lse) lse->f32()[(b * Hq + h) * T + t] = mx + std::log(sum);
+        float* o = out.f32() + ((b * T + t) * Hq + h) * Dv;
+        for (int64_t d = 0; d < Dv; ++d) o[d] = 0;
+        for (int64_t s = 0; s <= last; ++s) {
+          const float* vr = v.f32() + b * v.strides()[0] + (s * Hkv + h / group) * Dv;
+          for (int64_t d = 0; d < Dv; ++d) o[d] += p[size_t(s)] / sum * vr[d];
+        }
+      }
+}
+
+void NaiveBackend::attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
+                                      const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                                      float scale) {
+  const int64_t B = q.dim(0), T = q.dim(1), Hq = q.dim(2), Dk = q.dim(3), S = k.dim(1), Hkv = k.dim(2),
+                Dv = v.dim(3), group = Hq / Hkv;
+  dq.fill(0);
+  dk.fill(0);
+  dv.fill(0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < Hq; ++h)
+      for (int64_t t = 0; t < T; ++t) {
+        const float* qr = q.f32() + ((b * T + t) * Hq + h) * Dk;
+        const float* go = dout.f32() + ((b * T + t) * Hq + h) * Dv;
+        const float* o = out.f32() + ((b * T + t) * Hq + h) * Dv;
+        float l = lse.f32()[(b * Hq + h) * T + t], delta = 0;
+        for (int64_t d = 0; d < Dv; ++d) delta += go[d] * o[d];
+        for (int64_t s = 0; s <= S - T + t; ++s) {
+          const float* kr = k.f32() + b * k.strides()[0] + (s * Hkv + h / group) * Dk;
+          const float* vr = v.f32() + b * v.strides()[0] + (s * Hkv + h / group) * Dv;
+          float dot = 0;
+          for (int64_t d = 0; d < Dk; ++d) dot += qr[d] * kr[d];
+          float pr = std::exp(dot * scale - l), dp = 0;
+          for (int64_t d = 0; d < Dv; ++d) dp += go[d] * vr[d];
+          float ds = pr * (dp - delta) * scale;
+          float* dqr = dq.f32() + ((b * T + t) * Hq + h) * Dk;
+          float* dkr = dk.f32() + ((b * S + s) * Hkv + h / group) * Dk;
+          float* dvr = dv.f32() + ((b * S + s) * Hkv + h / group) * Dv;
+          for (int64_t d = 0; d < Dk; ++d) {
+            dqr[d] += ds * kr[d];
+            dkr[d] += ds * qr[d];
+          }
+          for (int64_t d = 0; d < Dv; ++d) dvr[d] += pr * go[d];
+        }
+      }
+}
+
+void NaiveBackend::swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) {
+  for (int64_t i = 0; i < h.numel(); ++i) {
+    float g = gate.f32()[i];
+    h.f32()[i] = g / (1.0f + std::exp(-g)) * up.f32()[i];
+  }
+}
+
+void NaiveBackend::swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate, const Tensor& up) {
+  for (int64_t i = 0; i < dh.numel(); ++i) {
+    float g = gate.f32()[i], sig = 1.0f / (1.0f + std::exp(-g));
+    dup.f32()[i] = dh.f32()[i] * g * sig;
+    dgate.f32()[i] = dh.f32()[i] * up.f32()[i] * sig * (1.0f + g * (1.0f - sig));
+  }
+}
+
+void NaiveBackend::cross_entropy_forward(Tensor& losses, const Tensor& logits, std::span<const int32_t> targets) {
+  const int64_t T = logits.dim(0), V = logits.dim(1);
+  for (int64_t t = 0; t < T; ++t) {
+    const float* l = logits.f32() + t * V;
+    float mx = -INFINITY, sum = 0;
+    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, l[v]);
+    for (int64_t v = 0; v < V; ++v) sum += std::exp(l[v] - mx);
+    losses.f32()[t] = targets[size_t(t)] < 0 ? 0.0f : mx + std::log(sum) - l[targets[size_t(t)]];
+  }
+}
+
+void NaiveBackend::cross_entropy_backward(Tensor& dlogits, const Tensor& logits, std::span<const int32_t> targets,
+                                          float scale) {
+  const int64_t T = logits.dim(0), V = logits.dim(1);
+  for (int64_t t = 0; t < T; ++t) {
+    const float* l = logits.f32() + t * V;
+    float* d = dlogits.f32() + t * V;
+    float mx = -INFINITY, sum = 0;
+    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, l[v]);
+    for (int64_t v = 0; v < V; ++v) sum += std::exp(l[v] - mx);
+    for (int64_t v = 0; v < V; ++v)
+      d[v] = targets[size_t(t)] < 0 ? 0.0f : scale * (std::exp(l[v] - mx) / sum - (v == targets[size_t(t)] ? 1.0f : 0.0f));
+  }
+}
+
+void NaiveBackend::add_inplace(Tensor& y, const Tensor& x) {
+  for (int64_t i = 0; i < y.numel(); ++i) y.f32()[i] += x.f32()[i];
+}
+
+}  // namespace latte::bench

@@ -1,0 +1,35 @@
+// The baseline the benchmarks divide by: every op as the plainest single-threaded loops (no BLAS,
+// no OpenMP, no blocking), f32 throughout — what a first llama2.c-style port would do. The model
+// code is shared, so a ratio against it measures the kernels alone.
+#pragma once
+#include "core/backend/backend.h"
+
+namespace latte::bench {
+
+class NaiveBackend final : public Backend {
+ public:
+  Device device() const override { return Device::cpu(); }
+  std::string name() const override { return "naive"; }
+  void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, bool accumulate) override;
+  void linear_backward(Tensor* dx, Tensor* dw, const Tensor& dy, const Tensor& x, const Tensor& w) override;
+  void embedding_forward(Tensor& out, std::span<const int32_t> tokens, const Tensor& table) override;
+  void embedding_backward(Tensor& dtable, std::span<const int32_t> tokens, const Tensor& dout) override;
+  void rmsnorm_forward(Tensor& y, Tensor* rstd, const Tensor& x, const Tensor& w, float eps) override;
+  void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                        const Tensor& rstd) override;
+  void rope_forward(Tensor& x, std::span<const int32_t> positions, const RopeParams& p) override;
+  void rope_backward(Tensor& dx, std::span<const int32_t> positions, const RopeParams& p) override;
+  void attention_forward(Tensor& out, Tensor* lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                         float scale) override;
+  void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
+                          const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                          float scale) override;
+  void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) override;
+  void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate, const Tensor& up) override;
+  void cross_entropy_forward(Tensor& losses, const Tensor& logits, std::span<const int32_t> targets) override;
+  void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, std::span<const int32_t> targets,
+                              float scale) override;
+  void add_inplace(Tensor& y, const Tensor& x) override;
+};
+
+}  // namespace latte::bench
