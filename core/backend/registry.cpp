@@ -2,6 +2,9 @@
 
 #include "core/backend/cpu/cpu_backend.h"
 #include "latte_build_config.h"
+#if LATTE_HAVE_CUDA
+#include "core/backend/cuda/cuda_device.h"
+#endif
 
 namespace latte {
 
@@ -33,16 +36,22 @@ Backend& backend_for(const std::string& device_flag, std::string* why) {
   if (device_flag == "auto") {
     if (why) {
 #if LATTE_HAVE_CUDA
-      *why = "the CUDA backend is not implemented yet; using the CPU";
+      std::string reason;
+      *why = cuda_device_count(&reason) > 0
+                 ? std::string("a CUDA device is present but the CUDA model backend is not built yet; using the CPU")
+                 : "no usable CUDA device (" + reason + "); using the CPU";
 #else
-      *why = "this build has no CUDA backend; using the CPU";
+      *why = "this build has no CUDA backend (nvcc was not found at configure time); using the CPU";
 #endif
     }
     return cpu_backend();
   }
   if (device_flag == "cuda") {
 #if LATTE_HAVE_CUDA
-    fail(ErrorCode::unsupported, "--device cuda: the CUDA backend is not implemented yet in this build");
+    std::string reason;
+    if (cuda_device_count(&reason) == 0) fail(ErrorCode::unsupported, "--device cuda: ", reason);
+    fail(ErrorCode::unsupported, "--device cuda: the CUDA model backend is not built yet (",
+         cuda_device_description(0), " found)");
 #else
     fail(ErrorCode::unsupported, "--device cuda: this build has no CUDA backend (nvcc was not found at configure time)");
 #endif
