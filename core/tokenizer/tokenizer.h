@@ -20,7 +20,8 @@ class Tokenizer {
   virtual std::vector<int32_t> encode(const std::string& text, bool add_bos) const = 0;
   // The bytes token `token` adds to the output when it follows `prev` (-1 at the start): the
   // streaming form used by generate, which handles SentencePiece's leading-space rule and
-  // byte-fallback pieces. Concatenating these over a sequence gives its text.
+  // byte-fallback pieces. Concatenating these over a sequence gives its text. BOS and EOS add
+  // nothing; other special tokens add their text.
   virtual std::string decode_piece(int32_t prev, int32_t token) const = 0;
   std::string decode(const std::vector<int32_t>& ids) const;
   // A short stable name ("llama2c:512", "bpe-bytelevel:49152") recorded in token shards.
@@ -44,15 +45,40 @@ struct BpeVocab {
   bool add_bos = false;                          // whether the model expects BOS on prompts
   bool add_space_prefix = true;                  // sentencepiece's dummy prefix
   std::string pre;                               // GGUF tokenizer.ggml.pre (pre-tokenizer name)
+
+  // Added for HF tokenizer.json files (GGUF loaders can leave them at their defaults; a GGUF
+  // "llama-bpe"/"llama3" pre implies ignore_merges, as in llama.cpp).
+  //
+  // HF BPE "ignore_merges": a pre-token that is itself in the vocabulary is emitted whole, without
+  // running the merges (Llama 3). Byte-level only.
+  bool ignore_merges = false;
+  // Sentencepiece kind only: spaces handled by an HF Metaspace pre-tokenizer instead of the legacy
+  // Prepend+Replace normalizers (and llama.cpp), which prefix every raw-text segment. Metaspace adds
+  // no dummy prefix to a segment that already starts with a space; with prepend_scheme "first"
+  // (space_prefix_first_only) only the segment at the start of the input gets one; with split=true
+  // (split_on_space) BPE runs on each "▁word" separately. The last two require metaspace.
+  bool metaspace = false;
+  bool space_prefix_first_only = false;
+  bool split_on_space = false;
 };
+
+// The pre-tokenizer names make_bpe_tokenizer accepts in BpeVocab::pre for byte_level vocabularies:
+// "" / "default" / "gpt2" / "gpt-2" (the GPT-2 regex), "smollm" (single digits, then the GPT-2
+// regex), "llama3" / "llama-bpe" / "llama-v3" (the Llama 3 regex). Others are rejected rather than
+// tokenized differently from the model's training.
+bool is_supported_bpe_pre(const std::string& pre);
 
 std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int64_t expected_vocab = -1);
 std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path);
+// Validates vocab (errors name `source`). A vocabulary with an empty special_tokens list but token
+// types (GGUF) gets its special tokens from types 2/3/4 (unknown, control, user defined), matched
+// verbatim in text. Sentencepiece vocabularies with scores merge by score as llama.cpp does; without
+// scores by merge rank as HF does. bpe_vocab() of the result is this normalized vocabulary.
 std::unique_ptr<Tokenizer> make_bpe_tokenizer(BpeVocab vocab, const std::string& source);
 // Writes vocab as a Hugging Face tokenizer.json that load_hf_tokenizer_json reads back to the same
 // tokenizer (atomic write).
 void write_hf_tokenizer_json(const BpeVocab& vocab, const std::string& path);
-// By file: "tokenizer.json" -> HF, anything else -> llama2.c tokenizer.bin.
+// By file name: "tokenizer.json" (any *.json) -> HF, anything else -> llama2.c tokenizer.bin.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
 
 }  // namespace latte
