@@ -64,6 +64,7 @@ class BpeTokenizer final : public Tokenizer {
     return str_cat(byte_level() ? "bpe-bytelevel:" : "bpe-spm:", v_.tokens.size());
   }
   const BpeVocab* bpe_vocab() const override { return &v_; }
+  bool adds_bos_to_prompts() const override { return v_.add_bos && v_.bos_id >= 0; }
 
  private:
   bool byte_level() const { return v_.kind == BpeVocab::Kind::byte_level; }

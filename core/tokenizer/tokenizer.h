@@ -18,6 +18,9 @@ class Tokenizer {
   virtual int32_t eos_id() const = 0;  // -1 when the vocabulary has none
   // The token ids for text; a BOS id first when add_bos (and the vocabulary has one).
   virtual std::vector<int32_t> encode(const std::string& text, bool add_bos) const = 0;
+  // Whether prompts for this model start with BOS (llama2.c's run.c: always; HF/GGUF: the
+  // vocabulary's add_bos_token).
+  virtual bool adds_bos_to_prompts() const { return bos_id() >= 0; }
   // The bytes token `token` adds to the output when it follows `prev` (-1 at the start): the
   // streaming form used by generate, which handles SentencePiece's leading-space rule and
   // byte-fallback pieces. Concatenating these over a sequence gives its text. BOS and EOS add

@@ -34,7 +34,8 @@ void add_generate(CLI::App& app) {
     LoadedModel m = load_model(o->load);
     GenerateParams gp = o->gen;
     if (o->chat) gp.prompt = "<|im_start|>user\n" + gp.prompt + "<|im_end|>\n<|im_start|>assistant\n";
-    gp.stop_at_eos = !o->no_stop;
+    // llama2.c checkpoints follow run.c, which stops only at BOS; chat models end a turn with EOS.
+    gp.stop_at_eos = !o->no_stop && m.checkpoint.format != "llama2c";
     GenerateResult r = generate(*m.model, *m.tokenizer, gp, [](const std::string& piece) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);

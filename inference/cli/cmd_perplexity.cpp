@@ -1,3 +1,5 @@
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -39,15 +41,20 @@ void add_perplexity(CLI::App& app) {
     if (o->max_chars > 0 && size_t(o->max_chars) < text.size()) text.resize(size_t(o->max_chars));
     LATTE_REQUIRE(!text.empty(), ErrorCode::invalid_argument, "text file ", o->text, " is empty");
     std::vector<int32_t> tokens = m.tokenizer->encode(text, false);
+    // On a terminal the progress line redraws in place; in a log it is one line every 10 s.
+    const bool tty = isatty(STDERR_FILENO);
+    double last_logged = -1e9;
     auto progress = [&](const PerplexityProgress& p) {
-      if (o->quiet) return;
+      if (o->quiet || (!tty && p.seconds - last_logged < 10 && p.tokens_done < p.tokens_total)) return;
+      last_logged = p.seconds;
       double rate = p.seconds > 0 ? double(p.tokens_done) / p.seconds : 0;
       double eta = rate > 0 ? double(p.tokens_total - p.tokens_done) / rate : 0;
-      std::fprintf(stderr, "\rperplexity: %lld/%lld tokens  %.0f tok/s  ETA %.0fs  ppl %.4f   ",
-                   (long long)p.tokens_done, (long long)p.tokens_total, rate, eta, std::exp(p.mean_nll));
+      std::fprintf(stderr, "%sperplexity: %lld/%lld tokens  %.0f tok/s  ETA %.0fs  ppl %.4f%s",
+                   tty ? "\r" : "", (long long)p.tokens_done, (long long)p.tokens_total, rate, eta,
+                   std::exp(p.mean_nll), tty ? "   " : "\n");
     };
     PerplexityResult r = perplexity(*m.model, tokens, m.tokenizer->bos_id(), o->ppl, progress);
-    if (!o->quiet) std::fprintf(stderr, "\n");
+    if (!o->quiet && tty) std::fprintf(stderr, "\n");
     double rate = r.seconds > 0 ? double(r.tokens) / r.seconds : 0;
     if (o->json) {
       std::printf("{\"model\":\"%s\",\"text\":\"%s\",\"tokens\":%lld,\"mean_nll\":%.6f,\"perplexity\":%.6f,"

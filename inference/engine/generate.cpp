@@ -19,8 +19,9 @@ GenerateResult generate(LlamaModel& model, const Tokenizer& tok, const GenerateP
   LATTE_REQUIRE(tok.vocab_size() <= c.vocab_size, ErrorCode::invalid_argument, "the tokenizer has ",
                 tok.vocab_size(), " tokens but the model only ", c.vocab_size);
   GenerateResult r;
-  std::vector<int32_t> prompt = tok.encode(p.prompt, true);
-  LATTE_REQUIRE(!prompt.empty(), ErrorCode::invalid_argument, "the prompt encodes to no tokens");
+  std::vector<int32_t> prompt = tok.encode(p.prompt, tok.adds_bos_to_prompts());
+  LATTE_REQUIRE(!prompt.empty(), ErrorCode::invalid_argument,
+                "the prompt is empty and this tokenizer adds no BOS: give a prompt (-i TEXT)");
   int64_t steps = (p.steps <= 0 || p.steps > c.max_seq_len) ? c.max_seq_len : p.steps;
   LATTE_REQUIRE(int64_t(prompt.size()) <= steps, ErrorCode::invalid_argument, "the prompt is ", prompt.size(),
                 " tokens, more than the ", steps, " positions allowed (context ", c.max_seq_len, ")");
@@ -33,7 +34,11 @@ GenerateResult generate(LlamaModel& model, const Tokenizer& tok, const GenerateP
   if (prompt.size() > 1) {
     std::span<const int32_t> head(prompt.data(), prompt.size() - 1);
     model.forward(head, 1, cache, LogitsFor::last_position);
-    for (size_t i = 1; i < prompt.size(); ++i) on_piece(printable_piece(tok.decode_piece(prompt[i - 1], prompt[i])));
+  }
+  // Echo the prompt as run.c does; the first token's text shows only when it is not BOS.
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    if (i == 0 && prompt[0] == tok.bos_id()) continue;
+    on_piece(printable_piece(tok.decode_piece(i == 0 ? -1 : prompt[i - 1], prompt[i])));
   }
   r.tokens = prompt;
   int32_t token = prompt.back();
