@@ -2,18 +2,27 @@
 //   forward:  y[M,N]  = x[M,K] . w[N,K]^T      ("=", or "+=" with accumulate)
 //   backward: dx[M,K] += dy[M,N] . w[N,K]       (when dx)
 //             dw[N,K] += dy[M,N]^T . x[M,K]     (when dw)
-// x, y, dy, dx, dw are f32 and contiguous; w is f32 or bf16. Reference: reference::linear_*.
+// x, y, dy, dx, dw are f32 and contiguous; w is f32 or bf16. All accumulation is f32.
+// Reference: reference::linear_*.
 //
-// Numerics: every product is an OpenBLAS sgemm (sgemv when M == 1, which skips sgemm's packing
-// of w and is what decode runs), accumulating in f32. A bf16 w is widened to f32 a block of
-// kBlockRows rows at a time into a thread-local buffer (about 512 KiB, so the widened block is
-// still in L2 when sgemm reads it, and a 50k-row LM head never needs a full f32 copy). For dx
-// those row blocks split the reduction over N; the blocks are added in index order, so the
-// result is fixed, just not bit-equal to the f32-weight path.
+// Threads and determinism. OpenBLAS's own threading is not thread-count independent: its
+// threaded sgemm driver cuts the reduction into different chunks than the single-threaded one
+// (for lengths in (Q, 2Q), e.g. 999), and its sgemv hands its 4-row and tail kernels different
+// rows depending on the split; both were seen changing bits between 1 and 2 threads. So the
+// backend owns the threads: OpenBLAS is kept at one thread, and an OpenMP loop hands out output
+// tiles whose edges are a function of the shape only (up to 512 x 512, see for_each_tile). Every
+// tile is one single-threaded sgemm over the whole reduction, so a result never depends on the
+// thread count. On one core (M=512 K=576 N=1536) 512-tiles ran within noise of one whole-matrix
+// sgemm; 256-tiles were ~15% slower (packing per call).
 //
-// Parallelism: OpenBLAS's own threads, which partition the output matrix and keep each
-// element's K loop whole, so results do not depend on the thread count (the determinism test
-// checks 1 vs 2 threads bit for bit); the bf16 widening is an OpenMP loop over rows.
+// bf16 w (M > 1): the tile's rows of w are widened to f32 into a thread-local buffer before its
+// sgemm (at most 512 x K floats). For dx the reduction runs over N, so w is widened in
+// kChunk-row chunks and the chunks are added in index order: fixed, but not bit-equal to the
+// f32-weight result.
+//
+// M == 1 (decode) skips BLAS: y[n] is one cpu::dot per output (OpenMP over n; bf16 is widened
+// inside the dot, so w is read once at 2 bytes a weight), dx a column-blocked sum over n in
+// index order, dw a rank-1 update. f32 runs at cblas_sgemv's speed (both bound by reading w).
 #include <cblas.h>
 
 #include <algorithm>
@@ -26,19 +35,16 @@
 namespace latte {
 namespace {
 
-constexpr int64_t kBlockElems = int64_t(1) << 17;  // f32 elements per widened block of w
-
-int blas_int(int64_t v, const char* op, const char* what) {
-  LATTE_REQUIRE(v <= INT_MAX, ErrorCode::unsupported, op, ": ", what, " = ", v,
-                " exceeds the 32-bit BLAS interface");
-  return int(v);
-}
+constexpr int64_t kTile = 512;      // largest output tile edge for the sgemm paths
+constexpr int64_t kThinRows = 16;   // outputs with at most this many rows ...
+constexpr int64_t kThinTile = 128;  // ... get column tiles of at most this edge
+constexpr int64_t kChunk = 512;     // rows of a bf16 w widened at a time along the dx reduction
 
 struct LinearDims {
   int64_t M, K, N;  // x[M,K], w[N,K], y[M,N]
 };
 
-// Checks w and x against each other and returns the dims; the outputs are checked by the caller.
+// Checks x and w against each other and returns the dims; the caller checks the outputs.
 LinearDims check_linear(const Tensor& x, const Tensor& w, const char* op) {
   cpu::require_host(x, op, "x");
   cpu::require_dtype(x, DType::f32, op, "x");
@@ -49,98 +55,170 @@ LinearDims check_linear(const Tensor& x, const Tensor& w, const char* op) {
   cpu::require_rank(w, 2, "[N, K]", op, "w");
   cpu::require_contiguous(w, op, "w");
   LinearDims d{x.dim(0), x.dim(1), w.dim(0)};
-  cpu::require_shape(w, {d.N, d.K}, op, "w");
-  blas_int(d.M, op, "M");
-  blas_int(d.K, op, "K");
-  blas_int(d.N, op, "N");
+  LATTE_REQUIRE(w.dim(1) == d.K, ErrorCode::shape_mismatch, op, ": w: expected shape [N, ", d.K, "] to match x ",
+                shape_str(x.shape()), ", got ", shape_str(w.shape()));
+  for (int64_t v : {d.M, d.K, d.N})
+    LATTE_REQUIRE(v <= INT_MAX, ErrorCode::unsupported, op, ": dimension ", v, " of x ", shape_str(x.shape()), " or w ",
+                  shape_str(w.shape()), " exceeds the 32-bit BLAS interface");
   return d;
 }
 
-// Rows [n0, n0 + rows) of a bf16 w[N,K] widened into buf[rows, K].
-void widen_rows(const uint16_t* w, int64_t n0, int64_t rows, int64_t K, float* buf) {
-#pragma omp parallel for schedule(static) if (rows * K >= cpu::kParallelMinWork)
-  for (int64_t r = 0; r < rows; ++r) cpu::widen_bf16(w + (n0 + r) * K, buf + r * K, K);
+// ---- M > 1: single-threaded sgemm per fixed output tile ----
+
+// OpenBLAS must not start its own threads inside ours (see the file comment). Re-checked on
+// every call because any other code in the process may have raised it.
+void blas_single_threaded() {
+  if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
 
+// The calling thread's widening buffer, grown on demand and kept for the next call.
 float* widen_buffer(int64_t elems) {
   thread_local std::vector<float> buf;
   if (int64_t(buf.size()) < elems) buf.resize(size_t(elems));
   return buf.data();
 }
 
-int64_t block_rows(int64_t K) { return std::max<int64_t>(1, kBlockElems / K); }
+// The edge of the tiles that cut a dimension of n: at most max_edge, balanced so that no tile is
+// a thin remainder (576 -> 2 x 288, not 512 + 64), a multiple of 16.
+int64_t tile_edge(int64_t n, int64_t max_edge) {
+  const int64_t parts = (n + max_edge - 1) / max_edge;
+  return ((n + parts - 1) / parts + 15) / 16 * 16;
+}
 
-// y[M, nb] (row stride ldy) op= x[M,K] . wb[nb,K]^T with f32 wb.
-void gemm_xwt(const LinearDims& d, int64_t nb, const float* x, const float* wb, float* y, int64_t ldy,
-              float beta) {
-  if (d.M == 1) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, int(nb), int(d.K), 1.0f, wb, int(d.K), x, 1, beta, y, 1);
-  } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(d.M), int(nb), int(d.K), 1.0f, x, int(d.K), wb,
-                int(d.K), beta, y, int(ldy));
+// Calls f(r0, rows, c0, cols) for every tile of an [R, C] output, in parallel. Tiles are up to
+// kTile x kTile; when R is small the product is bound by reading the other operand, so C is
+// cut finer (kThinTile) to give every thread a share of it.
+template <typename F>
+void for_each_tile(int64_t R, int64_t C, F&& f) {
+  const int64_t er = tile_edge(R, kTile), ec = tile_edge(C, R <= kThinRows ? kThinTile : kTile);
+  const int64_t tr = (R + er - 1) / er, tc = (C + ec - 1) / ec;
+#pragma omp parallel for schedule(dynamic, 1) if (tr * tc > 1)
+  for (int64_t i = 0; i < tr * tc; ++i) {
+    const int64_t r0 = (i / tc) * er, c0 = (i % tc) * ec;
+    f(r0, std::min(er, R - r0), c0, std::min(ec, C - c0));
   }
 }
 
-// dx[M,K] += dyb[M, nb] (row stride ldy) . wb[nb,K] with f32 wb.
-void gemm_dyw(const LinearDims& d, int64_t nb, const float* dyb, int64_t ldy, const float* wb, float* dx) {
-  if (d.M == 1) {
-    cblas_sgemv(CblasRowMajor, CblasTrans, int(nb), int(d.K), 1.0f, wb, int(d.K), dyb, 1, 1.0f, dx, 1);
-  } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(d.M), int(d.K), int(nb), 1.0f, dyb, int(ldy), wb,
-                int(d.K), 1.0f, dx, int(d.K));
+// y[m0:, n0:] (tile) op= x[m0:, :] . w[n0:, :]^T
+void forward_tiles(float* y, const float* x, const Tensor& w, const LinearDims& d, float beta) {
+  const bool bf16 = w.dtype() == DType::bf16;
+  for_each_tile(d.M, d.N, [&](int64_t m0, int64_t mb, int64_t n0, int64_t nb) {
+    const float* wt;
+    if (bf16) {
+      float* buf = widen_buffer(nb * d.K);
+      cpu::widen_bf16(w.u16() + n0 * d.K, buf, nb * d.K);
+      wt = buf;
+    } else {
+      wt = w.f32() + n0 * d.K;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(mb), int(nb), int(d.K), 1.0f, x + m0 * d.K, int(d.K), wt,
+                int(d.K), beta, y + m0 * d.N + n0, int(d.N));
+  });
+}
+
+// dx[m0:, k0:] (tile) += dy[m0:, :] . w[:, k0:]
+void backward_dx_tiles(float* dx, const float* dy, const Tensor& w, const LinearDims& d) {
+  const bool bf16 = w.dtype() == DType::bf16;
+  for_each_tile(d.M, d.K, [&](int64_t m0, int64_t mb, int64_t k0, int64_t kb) {
+    if (!bf16) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(mb), int(kb), int(d.N), 1.0f, dy + m0 * d.N, int(d.N),
+                  w.f32() + k0, int(d.K), 1.0f, dx + m0 * d.K + k0, int(d.K));
+      return;
+    }
+    float* buf = widen_buffer(kChunk * kb);
+    for (int64_t n0 = 0; n0 < d.N; n0 += kChunk) {
+      const int64_t nb = std::min(kChunk, d.N - n0);
+      for (int64_t r = 0; r < nb; ++r) cpu::widen_bf16(w.u16() + (n0 + r) * d.K + k0, buf + r * kb, kb);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(mb), int(kb), int(nb), 1.0f, dy + m0 * d.N + n0,
+                  int(d.N), buf, int(kb), 1.0f, dx + m0 * d.K + k0, int(d.K));
+    }
+  });
+}
+
+// dw[n0:, k0:] (tile) += dy[:, n0:]^T . x[:, k0:]
+void backward_dw_tiles(float* dw, const float* dy, const float* x, const LinearDims& d) {
+  for_each_tile(d.N, d.K, [&](int64_t n0, int64_t nb, int64_t k0, int64_t kb) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(nb), int(kb), int(d.M), 1.0f, dy + n0, int(d.N), x + k0,
+                int(d.K), 1.0f, dw + n0 * d.K + k0, int(d.K));
+  });
+}
+
+// ---- M == 1: fixed-order loops ----
+
+constexpr int64_t kColumnBlock = 256;  // dx columns per task; acc[] lives on the stack
+
+// y[n] (= or +=) x . w[n, :]
+void gemv_forward(float* y, const float* x, const Tensor& w, const LinearDims& d, bool accumulate) {
+  const bool bf16 = w.dtype() == DType::bf16;
+  const float* wf = bf16 ? nullptr : w.f32();
+  const uint16_t* wh = bf16 ? w.u16() : nullptr;
+#pragma omp parallel for schedule(static) if (d.N * d.K >= cpu::kParallelMinWork)
+  for (int64_t n = 0; n < d.N; ++n) {
+    const float v = bf16 ? cpu::dot_bf16(x, wh + n * d.K, d.K) : cpu::dot(x, wf + n * d.K, d.K);
+    y[n] = accumulate ? y[n] + v : v;
   }
+}
+
+// dx[k] += sum_n dy[n] w[n, k], n in index order within each column block.
+void gemv_backward_dx(float* dx, const float* dy, const Tensor& w, const LinearDims& d) {
+  const bool bf16 = w.dtype() == DType::bf16;
+  const int64_t n_blocks = (d.K + kColumnBlock - 1) / kColumnBlock;
+#pragma omp parallel for schedule(static) if (d.N * d.K >= cpu::kParallelMinWork)
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const int64_t k0 = b * kColumnBlock, kb = std::min(kColumnBlock, d.K - k0);
+    float acc[kColumnBlock] = {};
+    for (int64_t n = 0; n < d.N; ++n) {
+      if (bf16)
+        cpu::axpy_bf16(dy[n], w.u16() + n * d.K + k0, acc, kb);
+      else
+        cpu::axpy(dy[n], w.f32() + n * d.K + k0, acc, kb);
+    }
+    for (int64_t k = 0; k < kb; ++k) dx[k0 + k] += acc[k];
+  }
+}
+
+// dw[n, :] += dy[n] x
+void gemv_backward_dw(float* dw, const float* dy, const float* x, const LinearDims& d) {
+#pragma omp parallel for schedule(static) if (d.N * d.K >= cpu::kParallelMinWork)
+  for (int64_t n = 0; n < d.N; ++n) cpu::axpy(dy[n], x, dw + n * d.K, d.K);
 }
 
 }  // namespace
 
 void CpuBackend::linear_forward(Tensor& y, const Tensor& x, const Tensor& w, bool accumulate) {
   const char* op = "linear_forward";
-  LinearDims d = check_linear(x, w, op);
+  const LinearDims d = check_linear(x, w, op);
   cpu::require_f32(y, {d.M, d.N}, op, "y");
   if (d.M == 0 || d.N == 0) return;
   float* yp = y.f32();
-  // sgemv's beta = 0 has scaled (not overwritten) y in some OpenBLAS releases, so a NaN left in
-  // y would survive; write the zeros ourselves and always accumulate.
-  if (!accumulate && (d.M == 1 || d.K == 0)) std::fill(yp, yp + d.M * d.N, 0.0f);
-  if (d.K == 0) return;
-  float beta = (accumulate || d.M == 1) ? 1.0f : 0.0f;
-  if (w.dtype() == DType::f32) {
-    gemm_xwt(d, d.N, x.f32(), w.f32(), yp, d.N, beta);
+  if (d.K == 0) {  // an empty sum
+    if (!accumulate) std::fill(yp, yp + d.M * d.N, 0.0f);
     return;
   }
-  int64_t rows = block_rows(d.K);
-  float* buf = widen_buffer(std::min(rows, d.N) * d.K);
-  for (int64_t n0 = 0; n0 < d.N; n0 += rows) {
-    int64_t nb = std::min(rows, d.N - n0);
-    widen_rows(w.u16(), n0, nb, d.K, buf);
-    gemm_xwt(d, nb, x.f32(), buf, yp + n0, d.N, beta);
+  if (d.M == 1) {
+    gemv_forward(yp, x.f32(), w, d, accumulate);
+    return;
   }
+  blas_single_threaded();
+  forward_tiles(yp, x.f32(), w, d, accumulate ? 1.0f : 0.0f);  // beta = 0: y is written, never read
 }
 
 void CpuBackend::linear_backward(Tensor* dx, Tensor* dw, const Tensor& dy, const Tensor& x, const Tensor& w) {
   const char* op = "linear_backward";
-  LinearDims d = check_linear(x, w, op);
+  const LinearDims d = check_linear(x, w, op);
   cpu::require_f32(dy, {d.M, d.N}, op, "dy");
   if (dx) cpu::require_f32(*dx, {d.M, d.K}, op, "dx");
   if (dw) cpu::require_f32(*dw, {d.N, d.K}, op, "dw");
   if (d.M == 0 || d.N == 0 || d.K == 0) return;  // every product is empty: "+=" leaves dx, dw as they are
 
-  if (dw) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(d.N), int(d.K), int(d.M), 1.0f, dy.f32(), int(d.N),
-                x.f32(), int(d.K), 1.0f, dw->f32(), int(d.K));
-  }
-  if (!dx) return;
-  if (w.dtype() == DType::f32) {
-    gemm_dyw(d, d.N, dy.f32(), d.N, w.f32(), dx->f32());
+  if (d.M == 1) {
+    if (dw) gemv_backward_dw(dw->f32(), dy.f32(), x.f32(), d);
+    if (dx) gemv_backward_dx(dx->f32(), dy.f32(), w, d);
     return;
   }
-  int64_t rows = block_rows(d.K);
-  float* buf = widen_buffer(std::min(rows, d.N) * d.K);
-  for (int64_t n0 = 0; n0 < d.N; n0 += rows) {
-    int64_t nb = std::min(rows, d.N - n0);
-    widen_rows(w.u16(), n0, nb, d.K, buf);
-    gemm_dyw(d, nb, dy.f32() + n0, d.N, buf, dx->f32());
-  }
+  blas_single_threaded();
+  if (dw) backward_dw_tiles(dw->f32(), dy.f32(), x.f32(), d);
+  if (dx) backward_dx_tiles(dx->f32(), dy.f32(), w, d);
 }
 
 }  // namespace latte

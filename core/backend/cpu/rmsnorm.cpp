@@ -94,7 +94,7 @@ void CpuBackend::rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, cons
 
 #pragma omp parallel if (parallel)
   {
-    std::vector<float> g(size_t(D));  // dy * w for one row, per thread
+    std::vector<float> g(static_cast<size_t>(D));  // dy * w for one row, per thread
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < T; ++t) {
       const float* xr = xp + t * D;

@@ -33,21 +33,21 @@ void rope_apply(Tensor& x, std::span<const int32_t> positions, const RopeParams&
   LATTE_REQUIRE(p.theta > 0.0f, ErrorCode::invalid_argument, op, ": theta must be > 0, got ", p.theta);
   const int64_t T = x.dim(0), H = x.dim(1), hd = p.head_dim, half = hd / 2;
   cpu::require_shape(x, {T, H, hd}, op, "x");
-  LATTE_REQUIRE(int64_t(positions.size()) == T, ErrorCode::shape_mismatch, op, ": positions has ",
-                positions.size(), " entries for x of shape ", shape_str(x.shape()), " (expected ", T, ")");
+  LATTE_REQUIRE(int64_t(positions.size()) == T, ErrorCode::shape_mismatch, op, ": positions has ", positions.size(),
+                " entries for x of shape ", shape_str(x.shape()), " (expected ", T, ")");
   for (size_t t = 0; t < positions.size(); ++t)
-    LATTE_REQUIRE(positions[t] >= 0, ErrorCode::invalid_argument, op, ": position ", positions[t], " at index ",
-                  t, " is negative");
+    LATTE_REQUIRE(positions[t] >= 0, ErrorCode::invalid_argument, op, ": position ", positions[t], " at index ", t,
+                  " is negative");
 
   // freq[j] = theta^(-2j/hd), identical for every token.
-  std::vector<double> freq(size_t(half));
+  std::vector<double> freq(static_cast<size_t>(half));
   for (int64_t j = 0; j < half; ++j) freq[size_t(j)] = std::pow(double(p.theta), -2.0 * double(j) / double(hd));
 
   float* xp = x.f32();
   const bool interleaved = p.layout == RopeLayout::interleaved;
 #pragma omp parallel if (T * H * hd >= cpu::kParallelMinWork)
   {
-    std::vector<float> cs(size_t(hd));  // cos at [0, half), sign * sin at [half, hd)
+    std::vector<float> cs(static_cast<size_t>(hd));  // cos at [0, half), sign * sin at [half, hd)
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < T; ++t) {
       const double pos = double(positions[size_t(t)]);

@@ -1,0 +1,65 @@
+// SwiGLU gate of the Llama MLP, elementwise on [T, F] (any equal shapes, f32, contiguous):
+//   forward ("="):  h = silu(gate) * up,  silu(g) = g * sigmoid(g)
+//   backward ("="): dgate = dh * up * sigmoid(g) * (1 + g * (1 - sigmoid(g))),  dup = dh * silu(g)
+// No reductions. sigmoid(g) = 1 / (1 + exp(-g)) saturates cleanly at both ends in f32
+// (exp overflows to inf and the quotient to 0). Reference: reference::swiglu_*.
+//
+// Parallelism: OpenMP over contiguous chunks of elements; each element is computed alone, so the
+// split cannot change a bit.
+#include <cmath>
+
+#include "core/backend/cpu/cpu_backend.h"
+#include "core/backend/cpu/cpu_common.h"
+
+namespace latte {
+namespace {
+
+void check_same(const Tensor& t, const Tensor& like, const char* op, const char* name) {
+  cpu::require_f32(t, like.shape(), op, name);
+}
+
+inline float sigmoid(float g) { return 1.0f / (1.0f + std::exp(-g)); }
+
+}  // namespace
+
+void CpuBackend::swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) {
+  const char* op = "swiglu_forward";
+  cpu::require_host(gate, op, "gate");
+  cpu::require_dtype(gate, DType::f32, op, "gate");
+  cpu::require_contiguous(gate, op, "gate");
+  check_same(up, gate, op, "up");
+  check_same(h, gate, op, "h");
+
+  const int64_t n = gate.numel();
+  const float* g = gate.f32();
+  const float* u = up.f32();
+  float* o = h.f32();
+#pragma omp parallel for schedule(static) if (n >= cpu::kParallelMinWork)
+  for (int64_t i = 0; i < n; ++i) o[i] = g[i] * sigmoid(g[i]) * u[i];
+}
+
+void CpuBackend::swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate, const Tensor& up) {
+  const char* op = "swiglu_backward";
+  cpu::require_host(gate, op, "gate");
+  cpu::require_dtype(gate, DType::f32, op, "gate");
+  cpu::require_contiguous(gate, op, "gate");
+  check_same(up, gate, op, "up");
+  check_same(dh, gate, op, "dh");
+  check_same(dgate, gate, op, "dgate");
+  check_same(dup, gate, op, "dup");
+
+  const int64_t n = gate.numel();
+  const float* g = gate.f32();
+  const float* u = up.f32();
+  const float* gh = dh.f32();
+  float* dg = dgate.f32();
+  float* du = dup.f32();
+#pragma omp parallel for schedule(static) if (n >= cpu::kParallelMinWork)
+  for (int64_t i = 0; i < n; ++i) {
+    const float s = sigmoid(g[i]);
+    dg[i] = gh[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+    du[i] = gh[i] * g[i] * s;
+  }
+}
+
+}  // namespace latte

@@ -1,0 +1,317 @@
+// The float64 oracle (see reference_ops.h). Loops are written in the order of the formula, not
+// for speed; backward passes recompute what they need from the inputs rather than trusting
+// saved forward values, so a wrong saved value in a backend cannot hide here.
+#include "core/backend/reference/reference_ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/base/error.h"
+
+namespace latte::reference {
+namespace {
+
+void expect_size(const Vec& v, int64_t n, const char* fn, const char* name) {
+  LATTE_REQUIRE(int64_t(v.size()) == n, ErrorCode::invalid_argument, "reference::", fn, ": ", name, " has ", v.size(),
+                " values, expected ", n);
+}
+
+double sigmoid(double g) { return 1.0 / (1.0 + std::exp(-g)); }
+
+// The score row of one query: s[j] = scale * q . k_j for the keys it sees, and their logsumexp.
+struct ScoreRow {
+  std::vector<double> s;
+  double lse;
+};
+
+ScoreRow attention_scores(const Vec& q, const Vec& k, const AttentionShape& sh, double scale, int64_t b, int64_t t,
+                          int64_t h) {
+  const int64_t hk = h / (sh.Hq / sh.Hkv);
+  const int64_t n_keys = sh.S - sh.T + t + 1;
+  ScoreRow r;
+  r.s.resize(size_t(n_keys));
+  for (int64_t j = 0; j < n_keys; ++j) {
+    double dot = 0;
+    for (int64_t i = 0; i < sh.Dk; ++i)
+      dot +=
+          q[size_t(((b * sh.T + t) * sh.Hq + h) * sh.Dk + i)] * k[size_t(((b * sh.S + j) * sh.Hkv + hk) * sh.Dk + i)];
+    r.s[size_t(j)] = scale * dot;
+  }
+  const double m = *std::max_element(r.s.begin(), r.s.end());
+  double l = 0;
+  for (double s : r.s) l += std::exp(s - m);
+  r.lse = m + std::log(l);
+  return r;
+}
+
+void check_attention(const Vec& q, const Vec& k, const Vec& v, const AttentionShape& s, const char* fn) {
+  expect_size(q, s.B * s.T * s.Hq * s.Dk, fn, "q");
+  expect_size(k, s.B * s.S * s.Hkv * s.Dk, fn, "k");
+  expect_size(v, s.B * s.S * s.Hkv * s.Dv, fn, "v");
+  LATTE_REQUIRE(s.T <= s.S && s.Hkv > 0 && s.Hq % s.Hkv == 0, ErrorCode::invalid_argument, "reference::", fn,
+                ": bad shape T=", s.T, " S=", s.S, " Hq=", s.Hq, " Hkv=", s.Hkv);
+}
+
+}  // namespace
+
+// ---- linear ----
+
+Vec linear_forward(const Vec& x, const Vec& w, int64_t M, int64_t K, int64_t N) {
+  expect_size(x, M * K, "linear_forward", "x");
+  expect_size(w, N * K, "linear_forward", "w");
+  Vec y(size_t(M * N), 0.0);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double acc = 0;
+      for (int64_t k = 0; k < K; ++k) acc += x[size_t(m * K + k)] * w[size_t(n * K + k)];
+      y[size_t(m * N + n)] = acc;
+    }
+  return y;
+}
+
+LinearGrads linear_backward(const Vec& dy, const Vec& x, const Vec& w, int64_t M, int64_t K, int64_t N) {
+  expect_size(dy, M * N, "linear_backward", "dy");
+  expect_size(x, M * K, "linear_backward", "x");
+  expect_size(w, N * K, "linear_backward", "w");
+  LinearGrads g{Vec(size_t(M * K), 0.0), Vec(size_t(N * K), 0.0)};
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      const double d = dy[size_t(m * N + n)];
+      for (int64_t k = 0; k < K; ++k) {
+        g.dx[size_t(m * K + k)] += d * w[size_t(n * K + k)];
+        g.dw[size_t(n * K + k)] += d * x[size_t(m * K + k)];
+      }
+    }
+  return g;
+}
+
+// ---- embedding ----
+
+Vec embedding_forward(const Ids& tokens, const Vec& table, int64_t V, int64_t D) {
+  expect_size(table, V * D, "embedding_forward", "table");
+  const int64_t T = int64_t(tokens.size());
+  Vec out(size_t(T * D));
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t id = tokens[size_t(t)];
+    LATTE_REQUIRE(id >= 0 && id < V, ErrorCode::invalid_argument, "reference::embedding_forward: id ", id);
+    for (int64_t i = 0; i < D; ++i) out[size_t(t * D + i)] = table[size_t(id * D + i)];
+  }
+  return out;
+}
+
+Vec embedding_backward(const Ids& tokens, const Vec& dout, int64_t V, int64_t D) {
+  const int64_t T = int64_t(tokens.size());
+  expect_size(dout, T * D, "embedding_backward", "dout");
+  Vec dtable(size_t(V * D), 0.0);
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t id = tokens[size_t(t)];
+    LATTE_REQUIRE(id >= 0 && id < V, ErrorCode::invalid_argument, "reference::embedding_backward: id ", id);
+    for (int64_t i = 0; i < D; ++i) dtable[size_t(id * D + i)] += dout[size_t(t * D + i)];
+  }
+  return dtable;
+}
+
+// ---- rmsnorm ----
+
+RmsnormOut rmsnorm_forward(const Vec& x, const Vec& w, int64_t T, int64_t D, double eps) {
+  expect_size(x, T * D, "rmsnorm_forward", "x");
+  expect_size(w, D, "rmsnorm_forward", "w");
+  RmsnormOut r{Vec(size_t(T * D)), Vec(size_t(T))};
+  for (int64_t t = 0; t < T; ++t) {
+    double ss = 0;
+    for (int64_t i = 0; i < D; ++i) ss += x[size_t(t * D + i)] * x[size_t(t * D + i)];
+    const double rstd = 1.0 / std::sqrt(ss / double(D) + eps);
+    r.rstd[size_t(t)] = rstd;
+    for (int64_t i = 0; i < D; ++i) r.y[size_t(t * D + i)] = x[size_t(t * D + i)] * rstd * w[size_t(i)];
+  }
+  return r;
+}
+
+// y_i = x_i r w_i with r = (mean(x^2) + eps)^(-1/2) and dr/dx_i = -r^3 x_i / D, so
+// dx_i = r w_i dy_i - (r^3 / D) x_i sum_j dy_j w_j x_j, and dw_i = sum_t dy_ti x_ti r_t.
+RmsnormGrads rmsnorm_backward(const Vec& dy, const Vec& x, const Vec& w, int64_t T, int64_t D, double eps) {
+  expect_size(dy, T * D, "rmsnorm_backward", "dy");
+  const Vec rstd = rmsnorm_forward(x, w, T, D, eps).rstd;
+  RmsnormGrads g{Vec(size_t(T * D)), Vec(size_t(D), 0.0)};
+  for (int64_t t = 0; t < T; ++t) {
+    const double r = rstd[size_t(t)];
+    double c = 0;
+    for (int64_t i = 0; i < D; ++i) c += dy[size_t(t * D + i)] * w[size_t(i)] * x[size_t(t * D + i)];
+    for (int64_t i = 0; i < D; ++i) {
+      const size_t ti = size_t(t * D + i);
+      g.dx[ti] = r * w[size_t(i)] * dy[ti] - r * r * r / double(D) * x[ti] * c;
+      g.dw[size_t(i)] += dy[ti] * x[ti] * r;
+    }
+  }
+  return g;
+}
+
+// ---- rope ----
+
+namespace {
+Vec rope_rotate(const Vec& x, const Ids& positions, const RopeShape& s, double sign, const char* fn) {
+  expect_size(x, s.T * s.H * s.head_dim, fn, "x");
+  LATTE_REQUIRE(int64_t(positions.size()) == s.T && s.head_dim % 2 == 0, ErrorCode::invalid_argument, "reference::", fn,
+                ": bad positions or head_dim");
+  const int64_t half = s.head_dim / 2;
+  Vec y = x;
+  for (int64_t t = 0; t < s.T; ++t)
+    for (int64_t h = 0; h < s.H; ++h)
+      for (int64_t j = 0; j < half; ++j) {
+        const double angle = double(positions[size_t(t)]) * std::pow(s.theta, -2.0 * double(j) / double(s.head_dim));
+        const double c = std::cos(angle), sn = sign * std::sin(angle);
+        const int64_t base = (t * s.H + h) * s.head_dim;
+        const int64_t ia = base + (s.layout == RopeLayout::interleaved ? 2 * j : j);
+        const int64_t ib = base + (s.layout == RopeLayout::interleaved ? 2 * j + 1 : j + half);
+        const double a = x[size_t(ia)], b = x[size_t(ib)];
+        y[size_t(ia)] = a * c - b * sn;
+        y[size_t(ib)] = a * sn + b * c;
+      }
+  return y;
+}
+}  // namespace
+
+Vec rope_forward(const Vec& x, const Ids& positions, const RopeShape& s) {
+  return rope_rotate(x, positions, s, 1.0, "rope_forward");
+}
+
+Vec rope_backward(const Vec& dy, const Ids& positions, const RopeShape& s) {
+  return rope_rotate(dy, positions, s, -1.0, "rope_backward");
+}
+
+// ---- attention ----
+
+AttentionOut attention_forward(const Vec& q, const Vec& k, const Vec& v, const AttentionShape& s, double scale) {
+  check_attention(q, k, v, s, "attention_forward");
+  const int64_t group = s.Hq / s.Hkv;
+  AttentionOut r{Vec(size_t(s.B * s.T * s.Hq * s.Dv), 0.0), Vec(size_t(s.B * s.Hq * s.T))};
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t t = 0; t < s.T; ++t)
+      for (int64_t h = 0; h < s.Hq; ++h) {
+        const ScoreRow row = attention_scores(q, k, s, scale, b, t, h);
+        r.lse[size_t((b * s.Hq + h) * s.T + t)] = row.lse;
+        for (int64_t j = 0; j < int64_t(row.s.size()); ++j) {
+          const double p = std::exp(row.s[size_t(j)] - row.lse);
+          for (int64_t i = 0; i < s.Dv; ++i)
+            r.out[size_t(((b * s.T + t) * s.Hq + h) * s.Dv + i)] +=
+                p * v[size_t(((b * s.S + j) * s.Hkv + h / group) * s.Dv + i)];
+        }
+      }
+  return r;
+}
+
+// With P = softmax(S) per query row and O = P V:
+//   dV_j += P_tj dO_t;  dP_tj = dO_t . V_j;  dS_tj = P_tj (dP_tj - sum_j' P_tj' dP_tj');
+//   dQ_t += scale dS_tj K_j;  dK_j += scale dS_tj Q_t.
+AttentionGrads attention_backward(const Vec& dout, const Vec& q, const Vec& k, const Vec& v, const AttentionShape& s,
+                                  double scale) {
+  check_attention(q, k, v, s, "attention_backward");
+  expect_size(dout, s.B * s.T * s.Hq * s.Dv, "attention_backward", "dout");
+  const int64_t group = s.Hq / s.Hkv;
+  AttentionGrads g{Vec(q.size(), 0.0), Vec(k.size(), 0.0), Vec(v.size(), 0.0)};
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t t = 0; t < s.T; ++t)
+      for (int64_t h = 0; h < s.Hq; ++h) {
+        const int64_t hk = h / group;
+        const ScoreRow row = attention_scores(q, k, s, scale, b, t, h);
+        const int64_t n_keys = int64_t(row.s.size());
+        const size_t qo = size_t(((b * s.T + t) * s.Hq + h) * s.Dk);
+        const size_t oo = size_t(((b * s.T + t) * s.Hq + h) * s.Dv);
+        std::vector<double> p(static_cast<size_t>(n_keys)), dp(static_cast<size_t>(n_keys));
+        double p_dot_dp = 0;
+        for (int64_t j = 0; j < n_keys; ++j) {
+          p[size_t(j)] = std::exp(row.s[size_t(j)] - row.lse);
+          double d = 0;
+          for (int64_t i = 0; i < s.Dv; ++i)
+            d += dout[oo + size_t(i)] * v[size_t(((b * s.S + j) * s.Hkv + hk) * s.Dv + i)];
+          dp[size_t(j)] = d;
+          p_dot_dp += p[size_t(j)] * d;
+        }
+        for (int64_t j = 0; j < n_keys; ++j) {
+          const double ds = p[size_t(j)] * (dp[size_t(j)] - p_dot_dp);
+          const size_t ko = size_t(((b * s.S + j) * s.Hkv + hk) * s.Dk);
+          const size_t vo = size_t(((b * s.S + j) * s.Hkv + hk) * s.Dv);
+          for (int64_t i = 0; i < s.Dk; ++i) {
+            g.dq[qo + size_t(i)] += scale * ds * k[ko + size_t(i)];
+            g.dk[ko + size_t(i)] += scale * ds * q[qo + size_t(i)];
+          }
+          for (int64_t i = 0; i < s.Dv; ++i) g.dv[vo + size_t(i)] += p[size_t(j)] * dout[oo + size_t(i)];
+        }
+      }
+  return g;
+}
+
+// ---- swiglu ----
+
+Vec swiglu_forward(const Vec& gate, const Vec& up) {
+  expect_size(up, int64_t(gate.size()), "swiglu_forward", "up");
+  Vec h(gate.size());
+  for (size_t i = 0; i < gate.size(); ++i) h[i] = gate[i] * sigmoid(gate[i]) * up[i];
+  return h;
+}
+
+// d silu(g)/dg = sigmoid(g) + g sigmoid(g) (1 - sigmoid(g)).
+SwigluGrads swiglu_backward(const Vec& dh, const Vec& gate, const Vec& up) {
+  expect_size(up, int64_t(gate.size()), "swiglu_backward", "up");
+  expect_size(dh, int64_t(gate.size()), "swiglu_backward", "dh");
+  SwigluGrads g{Vec(gate.size()), Vec(gate.size())};
+  for (size_t i = 0; i < gate.size(); ++i) {
+    const double sg = sigmoid(gate[i]);
+    g.dgate[i] = dh[i] * up[i] * (sg + gate[i] * sg * (1.0 - sg));
+    g.dup[i] = dh[i] * gate[i] * sg;
+  }
+  return g;
+}
+
+// ---- cross entropy ----
+
+namespace {
+double row_logsumexp(const Vec& logits, int64_t t, int64_t V) {
+  double m = -std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < V; ++i) m = std::max(m, logits[size_t(t * V + i)]);
+  double l = 0;
+  for (int64_t i = 0; i < V; ++i) l += std::exp(logits[size_t(t * V + i)] - m);
+  return m + std::log(l);
+}
+}  // namespace
+
+Vec cross_entropy_forward(const Vec& logits, const Ids& targets, int64_t T, int64_t V) {
+  expect_size(logits, T * V, "cross_entropy_forward", "logits");
+  LATTE_REQUIRE(int64_t(targets.size()) == T, ErrorCode::invalid_argument,
+                "reference::cross_entropy_forward: ", targets.size(), " targets for T = ", T);
+  Vec losses(size_t(T), 0.0);
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t y = targets[size_t(t)];
+    LATTE_REQUIRE(y < V, ErrorCode::invalid_argument, "reference::cross_entropy_forward: target ", y);
+    if (y >= 0) losses[size_t(t)] = row_logsumexp(logits, t, V) - logits[size_t(t * V + y)];
+  }
+  return losses;
+}
+
+Vec cross_entropy_backward(const Vec& logits, const Ids& targets, int64_t T, int64_t V, double scale) {
+  expect_size(logits, T * V, "cross_entropy_backward", "logits");
+  LATTE_REQUIRE(int64_t(targets.size()) == T, ErrorCode::invalid_argument,
+                "reference::cross_entropy_backward: ", targets.size(), " targets for T = ", T);
+  Vec d(size_t(T * V), 0.0);
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t y = targets[size_t(t)];
+    LATTE_REQUIRE(y < V, ErrorCode::invalid_argument, "reference::cross_entropy_backward: target ", y);
+    if (y < 0) continue;
+    const double lse = row_logsumexp(logits, t, V);
+    for (int64_t i = 0; i < V; ++i)
+      d[size_t(t * V + i)] = scale * (std::exp(logits[size_t(t * V + i)] - lse) - (i == y ? 1.0 : 0.0));
+  }
+  return d;
+}
+
+// ---- elementwise ----
+
+Vec add(const Vec& y, const Vec& x) {
+  expect_size(x, int64_t(y.size()), "add", "x");
+  Vec r(y.size());
+  for (size_t i = 0; i < y.size(); ++i) r[i] = y[i] + x[i];
+  return r;
+}
+
+}  // namespace latte::reference
