@@ -41,6 +41,7 @@ void add_generate(CLI::App& app) {
       std::fflush(stdout);
     });
     std::printf("\n");
+    std::fflush(stdout);  // the rate goes to stderr after the text, not into its last line
     if (r.decoded_tokens > 1 && r.decode_seconds > 0)
       std::fprintf(stderr, "achieved tok/s: %f\n", double(r.decoded_tokens - 1) / r.decode_seconds);
   });
