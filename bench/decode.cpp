@@ -60,7 +60,7 @@ void bench_model(const std::string& label, const std::string& path, int64_t toke
 
 int main(int argc, char** argv) {
   int64_t tokens = 256;
-  std::string smollm = std::string(LATTE_SOURCE_DIR) + "/models/smollm2-135m";
+  std::string smollm = std::string(LATTE_SOURCE_DIR) + "/models/smollm2-135m-hf";
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--tokens") && i + 1 < argc) tokens = std::atoll(argv[++i]);
     else if (!std::strcmp(argv[i], "--smollm") && i + 1 < argc) smollm = argv[++i];
