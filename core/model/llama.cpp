@@ -40,8 +40,8 @@ LlamaWeights llama_weights_from_store(const ModelConfig& c, const TensorStore& s
     t = store.get(name, weight_shape(c, name));
     LATTE_REQUIRE(t.is_contiguous(), ErrorCode::bad_file, "tensor ", name, " in ", store.file_of(name),
                   " is not contiguous");
-    LATTE_REQUIRE(t.dtype() != DType::f16, ErrorCode::unsupported, "tensor ", name, " in ", store.file_of(name),
-                  " is f16; convert it with t.to(f32) or t.to(bf16) first");
+    // Kernels read f32 or bf16 weights; f16 widens to f32 exactly (bf16 would drop 3 mantissa bits).
+    if (t.dtype() == DType::f16) t = t.to(DType::f32);
   });
   if (c.tied_embeddings) w.lm_head = w.tok_embeddings;
   return w;

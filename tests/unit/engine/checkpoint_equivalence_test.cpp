@@ -73,6 +73,22 @@ TEST(CheckpointEquivalenceTest, Bf16ExportStaysClose) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(CheckpointEquivalenceTest, F16ExportLoadsAndStaysClose) {
+  std::string dir = temp_dir("f16");
+  ExportOptions eo;
+  eo.keep_rope_layout = true;
+  eo.dtype = DType::f16;
+  eo.llama2c_tokenizer = kTokenizer;
+  export_checkpoint(load_checkpoint(kModel), dir, eo);
+  EXPECT_EQ(load_checkpoint(dir).tensors.get("model.norm.weight").dtype(), DType::f16);
+  std::vector<float> a = logits_of(kModel), b = logits_of(dir);
+  double max_abs = 0;
+  for (size_t i = 0; i < a.size(); ++i) max_abs = std::max(max_abs, double(std::abs(a[i] - b[i])));
+  EXPECT_GT(max_abs, 0.0) << "f16 storage must round something";
+  EXPECT_LT(max_abs, 0.05);  // f16 keeps 11 significant bits, 8x finer than bf16
+  std::filesystem::remove_all(dir);
+}
+
 TEST(SmolLM2Test, GgufChatAnswersInEnglish) {
   std::string gguf = std::string(LATTE_MODELS_DIR) + "/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf";
   if (!file_exists(gguf)) GTEST_SKIP() << gguf << " not present: run launch/get-smollm2";
