@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "core/model/config.h"
+#include "core/model/model_tensors.h"
 #include "core/tensor/tensor_store.h"
 #include "core/tokenizer/tokenizer.h"
 
@@ -54,11 +55,7 @@ struct SaveOptions {
 void save_safetensors_dir(const std::string& dir, const ModelConfig& config, const TensorStore& tensors,
                           const SaveOptions& opts = {});
 
-// The tensors a llama config needs, in file order (embedding, layers, norm, lm_head when untied).
-std::vector<std::pair<std::string, Shape>> llama_tensor_shapes(const ModelConfig& config);
-// Every loader's check of the tensor set: throws bad_file naming tensor and file for a missing
-// tensor, an unexpected extra one, or a shape that does not match the config.
-void check_llama_tensors(const ModelConfig& config, const TensorStore& tensors);
+// The tensor set of a config is checked by check_model_tensors (core/model/model_tensors.h).
 
 // RoPE pairing of q_proj/k_proj rows [n_heads*head_dim, dim]. Within each head, interleaved
 // (Meta, llama2.c, GGUF) pairs rows (2j, 2j+1); rotate_half (HF) pairs (j, j + head_dim/2).

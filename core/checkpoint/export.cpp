@@ -10,7 +10,8 @@ void export_checkpoint(const Checkpoint& src, const std::string& out_dir, const 
   namespace fs = std::filesystem;
   ModelConfig config = src.config;
   TensorStore tensors = src.tensors;  // shares storage; only permuted q/k are new
-  if (!opts.keep_rope_layout) convert_rope_layout(config, tensors, RopeLayout::rotate_half);
+  // MLA heads have a fixed [rope | nope] layout (core/model/config.h): nothing to permute.
+  if (!opts.keep_rope_layout && !config.is_mla()) convert_rope_layout(config, tensors, RopeLayout::rotate_half);
 
   SaveOptions save;
   save.dtype = opts.dtype;

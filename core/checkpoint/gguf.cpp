@@ -408,7 +408,7 @@ Checkpoint load_gguf(const std::string& path, const LoadOptions& opts) {
     }
     ck.tensors.put(name, std::move(tensor), path);
   }
-  check_llama_tensors(ck.config, ck.tensors);
+  check_model_tensors(ck.config, ck.tensors);
   if (opts.check_finite) ck.tensors.check_all_finite();
   ck.tokenizer = tokenizer_from_metadata(md, path);
   return ck;

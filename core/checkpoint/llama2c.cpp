@@ -132,7 +132,7 @@ Checkpoint load_llama2c(const std::string& path, const LoadOptions& opts) {
   ck.tensors.put("model.norm.weight", whole(10), path);
   if (!c.tied_embeddings) ck.tensors.put("lm_head.weight", whole(13), path);
 
-  check_llama_tensors(ck.config, ck.tensors);
+  check_model_tensors(ck.config, ck.tensors);
   if (opts.check_finite) ck.tensors.check_all_finite();
   return ck;
 }

@@ -216,7 +216,7 @@ Checkpoint load_safetensors_dir(const std::string& dir, const LoadOptions& opts)
     if (name.size() > 24 && name.ends_with(".rotary_emb.inv_freq")) derived.push_back(name);
   for (const auto& name : derived) ck.tensors.erase(name);
 
-  if (ck.config.architecture == "llama") check_llama_tensors(ck.config, ck.tensors);
+  check_model_tensors(ck.config, ck.tensors);
   if (opts.check_finite) ck.tensors.check_all_finite();
   ck.tokenizer = tokenizer_beside(dir, ck.config.vocab_size);
   return ck;

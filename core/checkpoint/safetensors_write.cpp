@@ -51,7 +51,7 @@ std::vector<Item> ordered_items(const ModelConfig& config, const TensorStore& te
     done.insert(name);
   };
   if (config.architecture == "llama")
-    for (const auto& [name, shape] : llama_tensor_shapes(config))
+    for (const auto& [name, shape] : model_tensor_shapes(config))
       if (tensors.has(name)) add(name);
   for (const auto& [name, e] : tensors.entries())
     if (!done.count(name)) add(name);
@@ -112,7 +112,7 @@ void remove_stale_weights(const std::string& dir, const std::set<std::string>& w
 void save_safetensors_dir(const std::string& dir, const ModelConfig& config, const TensorStore& tensors,
                           const SaveOptions& opts) {
   config.validate(dir);
-  if (config.architecture == "llama") check_llama_tensors(config, tensors);
+  check_model_tensors(config, tensors);
   std::error_code ec;
   fs::create_directories(dir, ec);
   LATTE_REQUIRE(is_directory(dir), ErrorCode::io, "cannot create folder ", dir, ": ", ec.message());

@@ -9,14 +9,21 @@
 namespace latte {
 
 int64_t ModelConfig::parameter_count() const {
-  const int64_t per_layer = 2 * dim                        // input / post-attention RMSNorm
-                            + dim * q_dim() + 2 * dim * kv_dim() + q_dim() * dim  // q, k, v, o
-                            + 3 * dim * hidden_dim;        // gate, up, down
+  // K/V projections: llama k, v [kv_dim, dim]; MLA W_kr [n_kv*2r, dim], W_dkv [D, dim],
+  // W_uk [n_kv*d_c, D], W_uv [n_kv*head_dim, D] (spec section 3.6).
+  const int64_t kv_params = is_mla() ? dim * n_kv_heads * rope_dim() + dim * kv_lora_rank() +
+                                           kv_lora_rank() * n_kv_heads * nope_dim() + kv_lora_rank() * kv_dim()
+                                     : 2 * dim * kv_dim();
+  const int64_t per_layer = 2 * dim                              // input / post-attention RMSNorm
+                            + dim * q_dim() + kv_params + q_dim() * dim  // q, k/v, o
+                            + 3 * dim * hidden_dim;              // gate, up, down
   const int64_t embed = vocab_size * dim;
   return embed + n_layers * per_layer + dim + (tied_embeddings ? 0 : embed);
 }
 
-int64_t ModelConfig::kv_cache_elements_per_token() const { return 2 * n_layers * kv_dim(); }
+int64_t ModelConfig::kv_cache_elements_per_token() const {
+  return is_mla() ? n_layers * n_kv_heads * (rope_dim() + kv_rank_per_head) : 2 * n_layers * kv_dim();
+}
 
 void ModelConfig::validate(const std::string& source) const {
   auto bad = [&](auto&&... parts) {
@@ -43,6 +50,24 @@ void ModelConfig::validate(const std::string& source) const {
     bad("bos_id (bos_token_id) ", bos_id, " is outside the vocabulary of ", vocab_size);
   if (eos_id < -1 || eos_id >= vocab_size)
     bad("eos_id (eos_token_id) ", eos_id, " is outside the vocabulary of ", vocab_size);
+  if (!is_mla()) return;
+  if (rope_pairs < 0 || 2 * rope_pairs > head_dim)
+    bad("mla_rope_pairs (", rope_pairs, ") must be in [0, head_dim/2 = ", head_dim / 2, "]");
+  if (kv_rank_per_head <= 0) bad("mla_kv_rank_per_head (", kv_rank_per_head, ") must be positive");
+  if (int64_t(rope_freqs.size()) != n_layers)
+    bad("mla_rope_freqs has ", rope_freqs.size(), " layers, expected ", n_layers);
+  for (size_t l = 0; l < rope_freqs.size(); ++l) {
+    if (int64_t(rope_freqs[l].size()) != n_kv_heads)
+      bad("mla_rope_freqs[", l, "] has ", rope_freqs[l].size(), " kv heads, expected ", n_kv_heads);
+    for (size_t j = 0; j < rope_freqs[l].size(); ++j) {
+      const auto& f = rope_freqs[l][j];
+      if (int64_t(f.size()) != rope_pairs)
+        bad("mla_rope_freqs[", l, "][", j, "] has ", f.size(), " pairs, expected mla_rope_pairs = ", rope_pairs);
+      for (size_t k = 0; k < f.size(); ++k)
+        if (f[k] < 0 || f[k] >= head_dim / 2 || (k > 0 && f[k] <= f[k - 1]))
+          bad("mla_rope_freqs[", l, "][", j, "] must be ascending frequency indices in [0, ", head_dim / 2, ")");
+    }
+  }
 }
 
 namespace {
@@ -98,9 +123,9 @@ ModelConfig config_from_json_text(const std::string& text, const std::string& so
   }
   if (!j.is_object()) fail(ErrorCode::bad_file, source, ": expected a JSON object");
 
-  if (auto it = j.find("model_type"); it != j.end() && it->is_string() && *it != "llama")
+  if (auto it = j.find("model_type"); it != j.end() && it->is_string() && *it != "llama" && *it != "latte_mla")
     fail(ErrorCode::unsupported, source, ": model_type \"", it->get<std::string>(),
-         "\" is not supported (only llama)");
+         "\" is not supported (llama, or latte_mla from latte convert)");
   if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null())
     fail(ErrorCode::unsupported, source, ": rope_scaling ", it->dump(), " is not supported");
   if (auto it = j.find("hidden_act"); it != j.end() && it->is_string() && *it != "silu")
@@ -153,14 +178,31 @@ ModelConfig config_from_json_text(const std::string& text, const std::string& so
   }
   if (auto it = j.find("latte_architecture"); it != j.end() && it->is_string())
     c.architecture = it->get<std::string>();
+  if (auto it = j.find("model_type"); it != j.end() && *it == "latte_mla") c.architecture = "mla";
+  if (c.is_mla()) {
+    c.rope_layout = RopeLayout::interleaved;  // the [rope | nope] head layout, see config.h
+    c.rope_pairs = get_int(j, "mla_rope_pairs", source);
+    c.kv_rank_per_head = get_int(j, "mla_kv_rank_per_head", source);
+    auto it = j.find("mla_rope_freqs");
+    if (it == j.end() || !it->is_array()) fail(ErrorCode::bad_file, source, ": missing array \"mla_rope_freqs\"");
+    try {
+      c.rope_freqs = it->get<std::vector<std::vector<std::vector<int32_t>>>>();
+    } catch (const json::exception& e) {
+      fail(ErrorCode::bad_file, source, ": \"mla_rope_freqs\" must be [layer][kv head][pair] integers (", e.what(), ")");
+    }
+    if (auto p = j.find("mla_provenance"); p != j.end()) c.mla_provenance = p->dump();
+    if (auto r = j.find("kv_lora_rank"); r != j.end() && r->is_number_integer() && r->get<int64_t>() != c.kv_lora_rank())
+      fail(ErrorCode::bad_file, source, ": kv_lora_rank ", r->get<int64_t>(), " != num_key_value_heads * mla_kv_rank_per_head = ",
+           c.kv_lora_rank());
+  }
   c.validate(source);
   return c;
 }
 
 std::string config_to_json_text(const ModelConfig& c) {
   json j = json::object();
-  j["architectures"] = json::array({"LlamaForCausalLM"});
-  j["model_type"] = "llama";
+  j["architectures"] = json::array({c.is_mla() ? "LatteMLAForCausalLM" : "LlamaForCausalLM"});
+  j["model_type"] = c.is_mla() ? "latte_mla" : "llama";
   j["hidden_size"] = c.dim;
   j["intermediate_size"] = c.hidden_dim;
   j["num_hidden_layers"] = c.n_layers;
@@ -179,8 +221,15 @@ std::string config_to_json_text(const ModelConfig& c) {
   j["mlp_bias"] = false;
   j["rope_scaling"] = nullptr;
   j["torch_dtype"] = "float32";
-  if (c.rope_layout == RopeLayout::interleaved) j["latte_rope_layout"] = "interleaved";
-  if (c.architecture != "llama") j["latte_architecture"] = c.architecture;
+  if (c.is_mla()) {
+    j["mla_rope_pairs"] = c.rope_pairs;
+    j["mla_kv_rank_per_head"] = c.kv_rank_per_head;
+    j["kv_lora_rank"] = c.kv_lora_rank();
+    j["mla_rope_freqs"] = c.rope_freqs;
+    if (!c.mla_provenance.empty()) j["mla_provenance"] = json::parse(c.mla_provenance);
+  } else if (c.rope_layout == RopeLayout::interleaved) {
+    j["latte_rope_layout"] = "interleaved";
+  }
   return j.dump(2) + "\n";
 }
 

@@ -1,18 +1,25 @@
-#include <set>
+#include "core/model/model_tensors.h"
 
-#include "core/checkpoint/checkpoint.h"
+#include <set>
 
 namespace latte {
 
-std::vector<std::pair<std::string, Shape>> llama_tensor_shapes(const ModelConfig& c) {
+std::vector<std::pair<std::string, Shape>> model_tensor_shapes(const ModelConfig& c) {
   std::vector<std::pair<std::string, Shape>> out;
   out.emplace_back("model.embed_tokens.weight", Shape{c.vocab_size, c.dim});
   for (int64_t i = 0; i < c.n_layers; ++i) {
     const std::string p = str_cat("model.layers.", i, ".");
     out.emplace_back(p + "input_layernorm.weight", Shape{c.dim});
     out.emplace_back(p + "self_attn.q_proj.weight", Shape{c.q_dim(), c.dim});
-    out.emplace_back(p + "self_attn.k_proj.weight", Shape{c.kv_dim(), c.dim});
-    out.emplace_back(p + "self_attn.v_proj.weight", Shape{c.kv_dim(), c.dim});
+    if (c.is_mla()) {
+      out.emplace_back(p + "self_attn.kv_a_proj.weight", Shape{c.kv_lora_rank(), c.dim});
+      out.emplace_back(p + "self_attn.k_rope_proj.weight", Shape{c.n_kv_heads * c.rope_dim(), c.dim});
+      out.emplace_back(p + "self_attn.k_b_proj.weight", Shape{c.n_kv_heads * c.nope_dim(), c.kv_lora_rank()});
+      out.emplace_back(p + "self_attn.v_b_proj.weight", Shape{c.kv_dim(), c.kv_lora_rank()});
+    } else {
+      out.emplace_back(p + "self_attn.k_proj.weight", Shape{c.kv_dim(), c.dim});
+      out.emplace_back(p + "self_attn.v_proj.weight", Shape{c.kv_dim(), c.dim});
+    }
     out.emplace_back(p + "self_attn.o_proj.weight", Shape{c.dim, c.q_dim()});
     out.emplace_back(p + "post_attention_layernorm.weight", Shape{c.dim});
     out.emplace_back(p + "mlp.gate_proj.weight", Shape{c.hidden_dim, c.dim});
@@ -24,10 +31,8 @@ std::vector<std::pair<std::string, Shape>> llama_tensor_shapes(const ModelConfig
   return out;
 }
 
-void check_llama_tensors(const ModelConfig& c, const TensorStore& tensors) {
-  LATTE_REQUIRE(c.architecture == "llama", ErrorCode::unsupported, "check_llama_tensors: ", tensors.origin,
-                " has architecture ", c.architecture, ", not llama");
-  const auto expected = llama_tensor_shapes(c);
+void check_model_tensors(const ModelConfig& c, const TensorStore& tensors) {
+  const auto expected = model_tensor_shapes(c);
   std::set<std::string> names;
   for (const auto& [name, shape] : expected) {
     names.insert(name);
@@ -42,8 +47,8 @@ void check_llama_tensors(const ModelConfig& c, const TensorStore& tensors) {
     if (name == "lm_head.weight" && c.tied_embeddings)
       fail(ErrorCode::bad_file, "unexpected tensor lm_head.weight in ", entry.file,
            ": the config says tie_word_embeddings = true");
-    fail(ErrorCode::bad_file, "unexpected tensor ", name, " in ", entry.file, " (not part of a llama model with ",
-         c.n_layers, " layers)");
+    fail(ErrorCode::bad_file, "unexpected tensor ", name, " in ", entry.file, " (not part of a ", c.architecture,
+         " model with ", c.n_layers, " layers)");
   }
 }
 
