@@ -77,7 +77,10 @@ void rope_rotate(Tensor& x, std::span<const int32_t> positions, const RopeParams
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t j = 0; j < half; ++j) {
-        double angle = double(positions[size_t(t)]) * std::pow(double(p.theta), -2.0 * double(j) / double(hd));
+        int64_t f = p.pair_freqs.empty() ? j : p.pair_freqs[size_t(h * half + j)];
+        if (f < 0) continue;
+        double fdim = double(p.freq_dim > 0 ? p.freq_dim : hd);
+        double angle = double(positions[size_t(t)]) * std::pow(double(p.theta), -2.0 * double(f) / fdim);
         float c = float(std::cos(angle)), s = sign * float(std::sin(angle));
         int64_t a = p.layout == RopeLayout::interleaved ? 2 * j : j;
         int64_t b = p.layout == RopeLayout::interleaved ? 2 * j + 1 : j + half;

@@ -1,6 +1,6 @@
 # Warnings and optimisation flags shared by every Latte target.
 add_compile_options(
-  "$<$<COMPILE_LANGUAGE:CXX>:-Wall;-Wextra;-Wno-unused-parameter>"
+  "$<$<COMPILE_LANGUAGE:CXX>:-Wall;-Wextra;-Wno-unused-parameter;-Wno-missing-field-initializers>"
   "$<$<AND:$<COMPILE_LANGUAGE:CXX>,$<CONFIG:Release>>:-O3>")
 # -march=native is unsafe for binaries moved between machines; AVX2+FMA is the floor on every
 # x86 machine Latte targets (the dev/CI EPYC and the GPU hosts).

@@ -28,6 +28,11 @@ struct RopeParams {
   RopeLayout layout = RopeLayout::interleaved;
   float theta = 10000.0f;
   int64_t head_dim = 0;  // width of one head; x is [T, n_heads, head_dim]
+  // Partial RoPE (MHA2MLA): pair_freqs[h * head_dim/2 + s] is the frequency index i that slot pair s
+  // of head h rotates with (angle pos * theta^(-2i/freq_dim)); -1 leaves the pair as it is.
+  // Empty: slot pair s uses frequency s in every head (standard RoPE).
+  std::span<const int32_t> pair_freqs;
+  int64_t freq_dim = 0;  // the head width the frequencies were defined for; 0: head_dim
 };
 
 class Backend {

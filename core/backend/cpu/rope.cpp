@@ -4,6 +4,8 @@
 //   backward: the transpose, rotation by -angle: (a, b) -> (a cos + b sin, -a sin + b cos)
 // Pair j is (x[2j], x[2j+1]) for RopeLayout::interleaved and (x[j], x[j + hd/2]) for rotate_half
 // (backend.h, shared/notes/mha2mla-spec.md section 1.3). Both directions overwrite x in place.
+// Partial RoPE (RopeParams::pair_freqs): slot pair s of head h uses frequency pair_freqs[h][s]
+// of a head of width freq_dim, or stays unrotated for -1 (the MLA [rope | nope] head layout).
 // Reference: reference::rope_*.
 //
 // Numerics: the angle is formed in double from (p, j) alone and rounded to f32 only after cos and
@@ -38,29 +40,51 @@ void rope_apply(Tensor& x, std::span<const int32_t> positions, const RopeParams&
   for (size_t t = 0; t < positions.size(); ++t)
     LATTE_REQUIRE(positions[t] >= 0, ErrorCode::invalid_argument, op, ": position ", positions[t], " at index ", t,
                   " is negative");
+  const int64_t fdim = p.freq_dim > 0 ? p.freq_dim : hd, fhalf = fdim / 2;
+  const bool table = !p.pair_freqs.empty();
+  if (table) {
+    LATTE_REQUIRE(int64_t(p.pair_freqs.size()) == H * half, ErrorCode::shape_mismatch, op, ": pair_freqs has ",
+                  p.pair_freqs.size(), " entries, expected H * head_dim/2 = ", H * half);
+    for (int32_t f : p.pair_freqs)
+      LATTE_REQUIRE(f >= -1 && f < fhalf, ErrorCode::invalid_argument, op, ": frequency index ", f,
+                    " outside [-1, ", fhalf, ")");
+  } else {
+    LATTE_REQUIRE(fdim == hd, ErrorCode::invalid_argument, op, ": freq_dim ", fdim,
+                  " differs from head_dim ", hd, " without a pair_freqs table");
+  }
 
-  // freq[j] = theta^(-2j/hd), identical for every token.
-  std::vector<double> freq(static_cast<size_t>(half));
-  for (int64_t j = 0; j < half; ++j) freq[size_t(j)] = std::pow(double(p.theta), -2.0 * double(j) / double(hd));
+  // freq[i] = theta^(-2i/freq_dim), identical for every token.
+  std::vector<double> freq(static_cast<size_t>(fhalf));
+  for (int64_t j = 0; j < fhalf; ++j) freq[size_t(j)] = std::pow(double(p.theta), -2.0 * double(j) / double(fdim));
 
   float* xp = x.f32();
   const bool interleaved = p.layout == RopeLayout::interleaved;
 #pragma omp parallel if (T * H * hd >= cpu::kParallelMinWork)
   {
-    std::vector<float> cs(static_cast<size_t>(hd));  // cos at [0, half), sign * sin at [half, hd)
+    std::vector<float> cs(static_cast<size_t>(2 * fhalf));  // cos at [0, fhalf), sign * sin after
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < T; ++t) {
       const double pos = double(positions[size_t(t)]);
-      for (int64_t j = 0; j < half; ++j) {
+      for (int64_t j = 0; j < fhalf; ++j) {
         const double angle = pos * freq[size_t(j)];
         cs[size_t(j)] = float(std::cos(angle));
-        cs[size_t(half + j)] = sign * float(std::sin(angle));
+        cs[size_t(fhalf + j)] = sign * float(std::sin(angle));
       }
       const float* c = cs.data();
-      const float* s = cs.data() + half;
+      const float* s = cs.data() + fhalf;
       for (int64_t h = 0; h < H; ++h) {
         float* head = xp + (t * H + h) * hd;
-        if (interleaved) {
+        if (table) {
+          const int32_t* f = p.pair_freqs.data() + h * half;
+          for (int64_t j = 0; j < half; ++j) {
+            if (f[j] < 0) continue;
+            float* a_ptr = interleaved ? head + 2 * j : head + j;
+            float* b_ptr = interleaved ? head + 2 * j + 1 : head + j + half;
+            const float a = *a_ptr, b = *b_ptr;
+            *a_ptr = a * c[f[j]] - b * s[f[j]];
+            *b_ptr = a * s[f[j]] + b * c[f[j]];
+          }
+        } else if (interleaved) {
           for (int64_t j = 0; j < half; ++j) {
             const float a = head[2 * j], b = head[2 * j + 1];
             head[2 * j] = a * c[j] - b * s[j];

@@ -159,7 +159,10 @@ Vec rope_rotate(const Vec& x, const Ids& positions, const RopeShape& s, double s
   for (int64_t t = 0; t < s.T; ++t)
     for (int64_t h = 0; h < s.H; ++h)
       for (int64_t j = 0; j < half; ++j) {
-        const double angle = double(positions[size_t(t)]) * std::pow(s.theta, -2.0 * double(j) / double(s.head_dim));
+        const int64_t f = s.pair_freqs.empty() ? j : s.pair_freqs[size_t(h * half + j)];
+        if (f < 0) continue;
+        const double fdim = double(s.freq_dim > 0 ? s.freq_dim : s.head_dim);
+        const double angle = double(positions[size_t(t)]) * std::pow(s.theta, -2.0 * double(f) / fdim);
         const double c = std::cos(angle), sn = sign * std::sin(angle);
         const int64_t base = (t * s.H + h) * s.head_dim;
         const int64_t ia = base + (s.layout == RopeLayout::interleaved ? 2 * j : j);

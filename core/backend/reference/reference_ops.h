@@ -46,6 +46,8 @@ struct RopeShape {
   int64_t T, H, head_dim;
   RopeLayout layout;
   double theta;
+  Ids pair_freqs = {};   // [H * head_dim/2] frequency index per slot pair, -1 unrotated; empty: standard
+  int64_t freq_dim = 0;  // 0: head_dim
 };
 Vec rope_forward(const Vec& x, const Ids& positions, const RopeShape& s);
 Vec rope_backward(const Vec& dy, const Ids& positions, const RopeShape& s);  // rotation by -angle

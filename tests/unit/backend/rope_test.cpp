@@ -40,6 +40,46 @@ TEST(CpuRope, MatchesReferenceBothLayouts) {
   check_rope(100, 9, 64, RopeLayout::interleaved, 10000.0f, seed++);
 }
 
+// Partial RoPE (MHA2MLA): a per-head table of frequency indices, -1 for unrotated pairs, and a
+// frequency base (freq_dim) wider than the rotated vector (the compact RoPE keys of MLA).
+TEST(CpuRope, PartialTableMatchesReference) {
+  CpuBackend be;
+  Rng rng(777);
+  for (RopeLayout layout : {RopeLayout::interleaved, RopeLayout::rotate_half})
+    for (int64_t fdim : {int64_t(0), int64_t(64)}) {
+      const int64_t T = 5, H = 3, hd = 8, half = hd / 2;
+      std::vector<int32_t> pos = rng.ints(T, 0, 5000);
+      std::vector<int32_t> freqs(size_t(H * half));
+      const int64_t fhalf = (fdim > 0 ? fdim : hd) / 2;
+      for (size_t i = 0; i < freqs.size(); ++i) freqs[i] = (i % 3 == 2) ? -1 : int32_t((i * 7) % size_t(fhalf));
+      const RopeParams p{.layout = layout, .theta = 10000.0f, .head_dim = hd, .pair_freqs = freqs, .freq_dim = fdim};
+      const ref::RopeShape rs{.T = T, .H = H, .head_dim = hd, .layout = layout, .theta = 10000.0, .pair_freqs = freqs,
+                              .freq_dim = fdim};
+      Tensor x = random_f32(rng, {T, H, hd});
+      const Vec xr = to_f64(x);
+      be.rope_forward(x, pos, p);
+      EXPECT_TRUE(all_close(x, ref::rope_forward(xr, pos, rs), kAtol, kRtol)) << "forward";
+      // Unrotated pairs are left bit-identical.
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t j = 0; j < half; ++j)
+            if (freqs[size_t(h * half + j)] < 0) {
+              int64_t a = layout == RopeLayout::interleaved ? 2 * j : j;
+              EXPECT_EQ(x.f32()[(t * H + h) * hd + a], float(xr[size_t((t * H + h) * hd + a)]));
+            }
+      Tensor g = random_f32(rng, {T, H, hd});
+      const Vec gr = to_f64(g);
+      be.rope_backward(g, pos, p);
+      EXPECT_TRUE(all_close(g, ref::rope_backward(gr, pos, rs), kAtol, kRtol)) << "backward";
+    }
+  // The table must cover every head's pairs, and indices must lie inside the frequency range.
+  std::vector<int32_t> short_table(3, 0), out_of_range(12, 9);
+  std::vector<int32_t> pos(2, 1);
+  Tensor x = Tensor::zeros({2, 3, 8});
+  EXPECT_THROW(be.rope_forward(x, pos, RopeParams{.head_dim = 8, .pair_freqs = short_table}), Error);
+  EXPECT_THROW(be.rope_forward(x, pos, RopeParams{.head_dim = 8, .pair_freqs = out_of_range}), Error);
+}
+
 TEST(CpuRope, LayoutsDifferAndAreRelatedByThePairPermutation) {
   // interleaved row 2j + c  <->  rotate_half row c * hd/2 + j (mha2mla-spec.md section 1.3).
   CpuBackend be;
