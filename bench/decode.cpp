@@ -23,7 +23,7 @@ using namespace latte;
 namespace {
 
 // Decodes `n` tokens greedily after a BOS, one token per forward, and returns tokens/s.
-double decode_rate(LlamaModel& model, int32_t bos, int64_t n) {
+double decode_rate(Transformer& model, int32_t bos, int64_t n) {
   KvCache cache = KvCache::create(model.config(), 1, n + 1);
   int32_t token = bos;
   auto t0 = std::chrono::steady_clock::now();
@@ -39,7 +39,7 @@ void bench_model(const std::string& label, const std::string& path, int64_t toke
   LoadedModel m = load_model({path, "", "cpu", false});
   int32_t bos = m.checkpoint.config.bos_id >= 0 ? m.checkpoint.config.bos_id : 0;
   bench::NaiveBackend naive;
-  LlamaModel naive_model(m.model->config(), m.model->weights(), naive);
+  Transformer naive_model(m.model->config(), m.model->weights(), naive);
   double base = decode_rate(naive_model, bos, naive_tokens);
   std::printf("%-14s naive (1 thread, baseline)  %9.1f tok/s\n", label.c_str(), base);
   std::printf("{\"bench\":\"decode\",\"model\":\"%s\",\"backend\":\"naive\",\"threads\":1,\"tokens_per_s\":%.2f}\n",

@@ -210,3 +210,39 @@ void NaiveBackend::add_inplace(Tensor& y, const Tensor& x) {
 }
 
 }  // namespace latte::bench
+
+namespace latte::bench {
+
+void NaiveBackend::mla_absorbed_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat, const Tensor& k_rope,
+                                          const Tensor& latent, float scale) {
+  const int64_t B = q_lat.dim(0), T = q_lat.dim(1), Hq = q_lat.dim(2), L = q_lat.dim(3), R = q_rope.dim(3),
+                S = latent.dim(1), Hkv = k_rope.dim(2), group = Hq / Hkv;
+  std::vector<float> p(static_cast<size_t>(S));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < Hq; ++h) {
+        const float* qr = q_rope.f32() + ((b * T + t) * Hq + h) * R;
+        const float* ql = q_lat.f32() + ((b * T + t) * Hq + h) * L;
+        int64_t last = S - T + t;
+        float mx = -INFINITY;
+        for (int64_t s = 0; s <= last; ++s) {
+          const float* lat = latent.f32() + b * latent.strides()[0] + s * L;
+          const float* kr = k_rope.f32() + b * k_rope.strides()[0] + (s * Hkv + h / group) * R;
+          float dot = 0;
+          for (int64_t d = 0; d < L; ++d) dot += ql[d] * lat[d];
+          for (int64_t d = 0; d < R; ++d) dot += qr[d] * kr[d];
+          p[size_t(s)] = dot * scale;
+          mx = std::max(mx, p[size_t(s)]);
+        }
+        float sum = 0;
+        for (int64_t s = 0; s <= last; ++s) sum += (p[size_t(s)] = std::exp(p[size_t(s)] - mx));
+        float* o = out.f32() + ((b * T + t) * Hq + h) * L;
+        for (int64_t d = 0; d < L; ++d) o[d] = 0;
+        for (int64_t s = 0; s <= last; ++s) {
+          const float* lat = latent.f32() + b * latent.strides()[0] + s * L;
+          for (int64_t d = 0; d < L; ++d) o[d] += p[size_t(s)] / sum * lat[d];
+        }
+      }
+}
+
+}  // namespace latte::bench

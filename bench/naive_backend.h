@@ -24,6 +24,8 @@ class NaiveBackend final : public Backend {
   void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
                           const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                           float scale) override;
+  void mla_absorbed_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat, const Tensor& k_rope,
+                              const Tensor& latent, float scale) override;
   void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) override;
   void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate, const Tensor& up) override;
   void cross_entropy_forward(Tensor& losses, const Tensor& logits, std::span<const int32_t> targets) override;

@@ -19,10 +19,10 @@ using namespace latte;
 
 namespace {
 
-double step_rate(LlamaModel& model, const std::vector<int32_t>& tokens, const std::vector<int32_t>& targets,
+double step_rate(Transformer& model, const std::vector<int32_t>& tokens, const std::vector<int32_t>& targets,
                  int64_t batch, int steps) {
-  LlamaWeights grads = llama_weights_zeros_like(model.config());
-  LlamaActivations acts;
+  ModelWeights grads = weights_zeros_like(model.config());
+  Activations acts;
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < steps; ++i) {
     model.forward_train(tokens, targets, batch, acts);
@@ -49,14 +49,14 @@ int main(int argc, char** argv) {
   try {
     LoadedModel m = load_model({std::string(LATTE_SOURCE_DIR) + "/models/stories260K/stories260K.bin", "", "cpu", false});
     const ModelConfig& c = m.model->config();
-    LlamaModel model(c, llama_weights_to_f32(c, m.model->weights()), cpu_backend());
+    Transformer model(c, weights_to_f32(c, m.model->weights()), cpu_backend());
     std::mt19937 rng(1);
     std::uniform_int_distribution<int32_t> tok(0, int32_t(c.vocab_size - 1));
     std::vector<int32_t> tokens(static_cast<size_t>(batch * seq)), targets(static_cast<size_t>(batch * seq));
     for (auto& t : tokens) t = tok(rng);
     for (auto& t : targets) t = tok(rng);
     bench::NaiveBackend naive;
-    LlamaModel naive_model(c, model.weights(), naive);
+    Transformer naive_model(c, model.weights(), naive);
     double base = step_rate(naive_model, tokens, targets, batch, 1);
     std::printf("train_step stories260K B=%lld T=%lld: naive (1 thread, baseline) %9.1f tok/s\n", (long long)batch,
                 (long long)seq, base);

@@ -75,6 +75,14 @@ class Backend {
                                   const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                                   float scale) = 0;
 
+  // MLA attention in absorbed form (MHA2MLA spec section 4.1): q_rope[B,T,Hq,R] (after RoPE),
+  // q_lat[B,T,Hq,L] (the no-RoPE query folded through W_uk), k_rope[B,S,Hkv,R] and latent[B,S,L]
+  // (views of the caches, strided in dim 0, inner dims contiguous) -> out[B,T,Hq,L], the
+  // attention-weighted sum of latents, with scores scale * (q_rope . k_rope[s, h/(Hq/Hkv)] +
+  // q_lat . latent[s]) and the causal rule of attention_forward (query t sees keys 0..S-T+t).
+  virtual void mla_absorbed_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat, const Tensor& k_rope,
+                                      const Tensor& latent, float scale) = 0;
+
   // h[T,F] = silu(gate) * up.
   virtual void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) = 0;
   // dgate, dup [T,F] are overwritten.

@@ -13,7 +13,7 @@ std::string printable_piece(const std::string& piece) {
   return piece;
 }
 
-GenerateResult generate(LlamaModel& model, const Tokenizer& tok, const GenerateParams& p,
+GenerateResult generate(Transformer& model, const Tokenizer& tok, const GenerateParams& p,
                         const std::function<void(const std::string&)>& on_piece) {
   const ModelConfig& c = model.config();
   LATTE_REQUIRE(tok.vocab_size() <= c.vocab_size, ErrorCode::invalid_argument, "the tokenizer has ",

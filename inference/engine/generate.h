@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "core/model/llama.h"
+#include "core/model/transformer.h"
 #include "core/tokenizer/tokenizer.h"
 #include "inference/engine/sampler.h"
 
@@ -31,7 +31,7 @@ struct GenerateResult {
 // raw control byte from a byte-fallback piece never reaches the terminal.
 std::string printable_piece(const std::string& piece);
 
-GenerateResult generate(LlamaModel& model, const Tokenizer& tok, const GenerateParams& p,
+GenerateResult generate(Transformer& model, const Tokenizer& tok, const GenerateParams& p,
                         const std::function<void(const std::string&)>& on_piece);
 
 }  // namespace latte

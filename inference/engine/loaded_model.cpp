@@ -31,8 +31,8 @@ LoadedModel load_model(const ModelLoadRequest& req) {
   std::string why;
   Backend& backend = backend_for(req.device, &why);
   if (!why.empty() && req.device == "auto") std::cerr << "latte: device auto: " << why << "\n";
-  LlamaWeights w = llama_weights_from_store(m.checkpoint.config, m.checkpoint.tensors);
-  m.model = std::make_unique<LlamaModel>(m.checkpoint.config, std::move(w), backend);
+  ModelWeights w = weights_from_store(m.checkpoint.config, m.checkpoint.tensors);
+  m.model = std::make_unique<Transformer>(m.checkpoint.config, std::move(w), backend);
 
   std::string tok_path = req.tokenizer_path;
   if (tok_path.empty() && !m.checkpoint.tokenizer)

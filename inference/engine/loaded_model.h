@@ -6,14 +6,14 @@
 #include <string>
 
 #include "core/checkpoint/checkpoint.h"
-#include "core/model/llama.h"
+#include "core/model/transformer.h"
 
 namespace latte {
 
 struct LoadedModel {
   Checkpoint checkpoint;
   std::unique_ptr<Tokenizer> tokenizer;  // null when none was found and none was required
-  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<Transformer> model;
 };
 
 struct ModelLoadRequest {

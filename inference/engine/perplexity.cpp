@@ -6,7 +6,7 @@
 
 namespace latte {
 
-PerplexityResult perplexity(LlamaModel& model, const std::vector<int32_t>& all_tokens, int32_t bos_id,
+PerplexityResult perplexity(Transformer& model, const std::vector<int32_t>& all_tokens, int32_t bos_id,
                             const PerplexityParams& p, const std::function<void(const PerplexityProgress&)>& on_progress) {
   const ModelConfig& c = model.config();
   Backend& be = model.backend();

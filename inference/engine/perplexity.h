@@ -6,7 +6,7 @@
 #include <functional>
 #include <string>
 
-#include "core/model/llama.h"
+#include "core/model/transformer.h"
 #include "core/tokenizer/tokenizer.h"
 
 namespace latte {
@@ -29,7 +29,7 @@ struct PerplexityResult {
   double seconds = 0;
 };
 
-PerplexityResult perplexity(LlamaModel& model, const std::vector<int32_t>& text_tokens, int32_t bos_id,
+PerplexityResult perplexity(Transformer& model, const std::vector<int32_t>& text_tokens, int32_t bos_id,
                             const PerplexityParams& p,
                             const std::function<void(const PerplexityProgress&)>& on_progress = {});
 

@@ -1,43 +1,61 @@
-#include "core/model/llama.h"
+#include "core/model/transformer.h"
 
 #include <cmath>
 #include <cstring>
+
+#include "core/model/attention_block.h"
+#include "core/model/model_tensors.h"
 
 namespace latte {
 
 namespace {
 
-Shape layer_shape(const ModelConfig& c, const std::string& leaf) {
-  if (leaf == "input_layernorm.weight" || leaf == "post_attention_layernorm.weight") return {c.dim};
-  if (leaf == "self_attn.q_proj.weight") return {c.q_dim(), c.dim};
-  if (leaf == "self_attn.k_proj.weight" || leaf == "self_attn.v_proj.weight") return {c.kv_dim(), c.dim};
-  if (leaf == "self_attn.o_proj.weight") return {c.dim, c.q_dim()};
-  if (leaf == "mlp.gate_proj.weight" || leaf == "mlp.up_proj.weight") return {c.hidden_dim, c.dim};
-  if (leaf == "mlp.down_proj.weight") return {c.dim, c.hidden_dim};
-  fail(ErrorCode::internal, "no shape for ", leaf);
+Tensor* slot(const ModelConfig& c, ModelWeights& w, const std::string& name) {
+  if (name == "model.embed_tokens.weight") return &w.tok_embeddings;
+  if (name == "model.norm.weight") return &w.norm;
+  if (name == "lm_head.weight") return &w.lm_head;
+  const std::string prefix = "model.layers.";
+  LATTE_ASSERT(name.rfind(prefix, 0) == 0);
+  size_t dot = name.find('.', prefix.size());
+  size_t layer = size_t(std::stoll(name.substr(prefix.size(), dot - prefix.size())));
+  std::string leaf = name.substr(dot + 1);
+  LATTE_ASSERT(layer < w.layers.size());
+  LayerWeights& L = w.layers[layer];
+  if (leaf == "input_layernorm.weight") return &L.attn_norm;
+  if (leaf == "self_attn.q_proj.weight") return &L.wq;
+  if (leaf == "self_attn.k_proj.weight") return &L.wk;
+  if (leaf == "self_attn.v_proj.weight") return &L.wv;
+  if (leaf == "self_attn.kv_a_proj.weight") return &L.w_dkv;
+  if (leaf == "self_attn.k_rope_proj.weight") return &L.w_kr;
+  if (leaf == "self_attn.k_b_proj.weight") return &L.w_uk;
+  if (leaf == "self_attn.v_b_proj.weight") return &L.w_uv;
+  if (leaf == "self_attn.o_proj.weight") return &L.wo;
+  if (leaf == "post_attention_layernorm.weight") return &L.ffn_norm;
+  if (leaf == "mlp.gate_proj.weight") return &L.w_gate;
+  if (leaf == "mlp.up_proj.weight") return &L.w_up;
+  if (leaf == "mlp.down_proj.weight") return &L.w_down;
+  fail(ErrorCode::internal, "no weight slot for ", name);
 }
 
-Shape weight_shape(const ModelConfig& c, const std::string& name) {
-  if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return {c.vocab_size, c.dim};
-  if (name == "model.norm.weight") return {c.dim};
-  size_t dot = name.find('.', std::string("model.layers.").size());
-  return layer_shape(c, name.substr(dot + 1));
-}
-
-// Fills an empty skeleton with the right number of layers so for_each can name every slot.
-LlamaWeights skeleton(const ModelConfig& c) {
-  LlamaWeights w;
+ModelWeights skeleton(const ModelConfig& c) {
+  ModelWeights w;
   w.layers.resize(size_t(c.n_layers));
   return w;
 }
 
 }  // namespace
 
-LlamaWeights llama_weights_from_store(const ModelConfig& c, const TensorStore& store) {
+void for_each_weight(const ModelConfig& c, ModelWeights& w,
+                     const std::function<void(const std::string&, const Shape&, Tensor&)>& f) {
+  if (int64_t(w.layers.size()) != c.n_layers) w.layers.resize(size_t(c.n_layers));
+  for (const auto& [name, shape] : model_tensor_shapes(c)) f(name, shape, *slot(c, w, name));
+}
+
+ModelWeights weights_from_store(const ModelConfig& c, const TensorStore& store) {
   c.validate(store.origin);
-  LlamaWeights w = skeleton(c);
-  w.for_each(c.tied_embeddings, [&](const std::string& name, Tensor& t) {
-    t = store.get(name, weight_shape(c, name));
+  ModelWeights w = skeleton(c);
+  for_each_weight(c, w, [&](const std::string& name, const Shape& shape, Tensor& t) {
+    t = store.get(name, shape);
     LATTE_REQUIRE(t.is_contiguous(), ErrorCode::bad_file, "tensor ", name, " in ", store.file_of(name),
                   " is not contiguous");
     // Kernels read f32 or bf16 weights; f16 widens to f32 exactly (bf16 would drop 3 mantissa bits).
@@ -47,24 +65,24 @@ LlamaWeights llama_weights_from_store(const ModelConfig& c, const TensorStore& s
   return w;
 }
 
-TensorStore llama_weights_to_store(const ModelConfig& c, const LlamaWeights& w) {
+TensorStore weights_to_store(const ModelConfig& c, const ModelWeights& w) {
   TensorStore store;
-  LlamaWeights copy = w;
-  copy.for_each(c.tied_embeddings, [&](const std::string& name, Tensor& t) { store.put(name, t, "(memory)"); });
+  ModelWeights copy = w;
+  for_each_weight(c, copy, [&](const std::string& name, const Shape&, Tensor& t) { store.put(name, t, "(memory)"); });
   store.origin = "(memory)";
   return store;
 }
 
-LlamaWeights llama_weights_zeros_like(const ModelConfig& c) {
-  LlamaWeights w = skeleton(c);
-  w.for_each(c.tied_embeddings, [&](const std::string& name, Tensor& t) { t = Tensor::zeros(weight_shape(c, name)); });
+ModelWeights weights_zeros_like(const ModelConfig& c) {
+  ModelWeights w = skeleton(c);
+  for_each_weight(c, w, [&](const std::string&, const Shape& shape, Tensor& t) { t = Tensor::zeros(shape); });
   if (c.tied_embeddings) w.lm_head = w.tok_embeddings;
   return w;
 }
 
-LlamaWeights llama_weights_to_f32(const ModelConfig& c, const LlamaWeights& src) {
-  LlamaWeights w = src;
-  w.for_each(c.tied_embeddings, [&](const std::string&, Tensor& t) { t = t.to(DType::f32); });
+ModelWeights weights_to_f32(const ModelConfig& c, const ModelWeights& src) {
+  ModelWeights w = src;
+  for_each_weight(c, w, [&](const std::string&, const Shape&, Tensor& t) { t = t.to(DType::f32); });
   if (c.tied_embeddings) w.lm_head = w.tok_embeddings;
   return w;
 }
@@ -75,53 +93,81 @@ KvCache KvCache::create(const ModelConfig& c, int64_t batch, int64_t max_seq) {
   cache.batch = batch;
   cache.max_seq = max_seq;
   for (int64_t l = 0; l < c.n_layers; ++l) {
-    cache.k.push_back(Tensor::zeros({batch, max_seq, c.n_kv_heads, c.head_dim}));
-    cache.v.push_back(Tensor::zeros({batch, max_seq, c.n_kv_heads, c.head_dim}));
+    if (c.is_mla()) {
+      cache.latent.push_back(Tensor::zeros({batch, max_seq, c.kv_lora_rank()}));
+      cache.k_rope.push_back(Tensor::zeros({batch, max_seq, c.n_kv_heads, c.rope_dim()}));
+    } else {
+      cache.k.push_back(Tensor::zeros({batch, max_seq, c.n_kv_heads, c.head_dim}));
+      cache.v.push_back(Tensor::zeros({batch, max_seq, c.n_kv_heads, c.head_dim}));
+    }
   }
   return cache;
 }
 
 int64_t KvCache::bytes() const {
   int64_t n = 0;
-  for (const Tensor& t : k) n += int64_t(t.nbytes());
-  for (const Tensor& t : v) n += int64_t(t.nbytes());
+  for (const auto* list : {&k, &v, &latent, &k_rope})
+    for (const Tensor& t : *list) n += int64_t(t.nbytes());
   return n;
 }
 
-LlamaModel::LlamaModel(ModelConfig config, LlamaWeights weights, Backend& backend)
+Transformer::Transformer(ModelConfig config, ModelWeights weights, Backend& backend)
     : config_(std::move(config)), weights_(std::move(weights)), backend_(&backend) {
   config_.validate("model");
   LATTE_REQUIRE(int64_t(weights_.layers.size()) == config_.n_layers, ErrorCode::shape_mismatch, "model has ",
                 weights_.layers.size(), " layers of weights, config says ", config_.n_layers);
+  if (!config_.is_mla()) return;
+  // Head layout [rope | nope] (config.h): slot pair s < r of a head in KV group j rotates with
+  // frequency rope_freqs[l][j][s]; the no-RoPE slots stay unrotated.
+  const ModelConfig& c = config_;
+  const int64_t half = c.head_dim / 2, group = c.n_heads / c.n_kv_heads;
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    std::vector<int32_t> q(size_t(c.n_heads * half), -1), k;
+    for (int64_t h = 0; h < c.n_heads; ++h)
+      for (int64_t s = 0; s < c.rope_pairs; ++s) q[size_t(h * half + s)] = c.rope_freqs[size_t(l)][size_t(h / group)][size_t(s)];
+    for (int64_t j = 0; j < c.n_kv_heads; ++j)
+      for (int32_t f : c.rope_freqs[size_t(l)][size_t(j)]) k.push_back(f);
+    q_pair_freqs_.push_back(std::move(q));
+    k_pair_freqs_.push_back(std::move(k));
+  }
+}
+
+RopeParams Transformer::q_rope(int64_t layer) const {
+  RopeParams p{.layout = config_.rope_layout, .theta = config_.rope_theta, .head_dim = config_.head_dim};
+  if (config_.is_mla()) p.pair_freqs = q_pair_freqs_[size_t(layer)];
+  return p;
+}
+
+RopeParams Transformer::k_rope(int64_t layer) const {
+  if (!config_.is_mla()) return q_rope(layer);
+  return RopeParams{.layout = RopeLayout::interleaved, .theta = config_.rope_theta, .head_dim = config_.rope_dim(),
+                    .pair_freqs = k_pair_freqs_[size_t(layer)], .freq_dim = config_.head_dim};
 }
 
 namespace {
 
-// Copies rows [0, T) of src [B*T, H, hd] into dst [B, max_seq, H, hd] at positions pos..pos+T-1.
-void write_cache(Tensor& dst, const Tensor& src, int64_t batch, int64_t T, int64_t pos) {
-  int64_t row = dst.dim(2) * dst.dim(3);
-  const float* s = src.f32();
-  float* d = dst.f32();
-  for (int64_t b = 0; b < batch; ++b)
-    std::memcpy(d + (b * dst.dim(1) + pos) * row, s + b * T * row, size_t(T * row) * 4);
+detail::AttentionContext context(const Transformer& m, const LayerWeights& w, int64_t l) {
+  return detail::AttentionContext{m.config(), m.backend(), w, l, m.q_rope(l), m.k_rope(l),
+                                  1.0f / std::sqrt(float(m.config().head_dim))};
 }
 
 }  // namespace
 
-Tensor LlamaModel::forward(std::span<const int32_t> tokens, int64_t batch, KvCache& cache, LogitsFor which) {
+Tensor Transformer::forward(std::span<const int32_t> tokens, int64_t batch, KvCache& cache, LogitsFor which,
+                            MlaForm form) {
   const ModelConfig& c = config_;
   Backend& be = *backend_;
   LATTE_REQUIRE(batch > 0 && int64_t(tokens.size()) % batch == 0 && !tokens.empty(), ErrorCode::invalid_argument,
                 "forward: ", tokens.size(), " tokens do not split into ", batch, " rows");
   LATTE_REQUIRE(cache.batch == batch, ErrorCode::invalid_argument, "forward: KV cache has ", cache.batch,
                 " rows, the batch has ", batch);
+  LATTE_REQUIRE(int64_t(c.is_mla() ? cache.latent.size() : cache.k.size()) == c.n_layers, ErrorCode::invalid_argument,
+                "forward: the KV cache was made for another architecture");
   const int64_t T = int64_t(tokens.size()) / batch;
   const int64_t pos0 = cache.length;
   LATTE_REQUIRE(pos0 + T <= cache.max_seq, ErrorCode::invalid_argument, "forward: ", pos0 + T,
                 " positions exceed the context of ", cache.max_seq, " tokens");
-  const int64_t BT = batch * T, S = pos0 + T;
-  const RopeParams rope{c.rope_layout, c.rope_theta, c.head_dim};
-  const float scale = 1.0f / std::sqrt(float(c.head_dim));
+  const int64_t BT = batch * T;
 
   std::vector<int32_t> positions(static_cast<size_t>(BT));
   for (int64_t b = 0; b < batch; ++b)
@@ -130,26 +176,19 @@ Tensor LlamaModel::forward(std::span<const int32_t> tokens, int64_t batch, KvCac
   Tensor x = Tensor::empty({BT, c.dim});
   be.embedding_forward(x, tokens, weights_.tok_embeddings);
   Tensor xn = Tensor::empty({BT, c.dim});
-  Tensor q = Tensor::empty({BT, c.n_heads, c.head_dim});
-  Tensor k = Tensor::empty({BT, c.n_kv_heads, c.head_dim});
-  Tensor v = Tensor::empty({BT, c.n_kv_heads, c.head_dim});
   Tensor att = Tensor::empty({batch, T, c.n_heads, c.head_dim});
   Tensor gate = Tensor::empty({BT, c.hidden_dim}), up = Tensor::empty({BT, c.hidden_dim});
   Tensor h = Tensor::empty({BT, c.hidden_dim});
 
   for (int64_t l = 0; l < c.n_layers; ++l) {
-    const LlamaLayerWeights& L = weights_.layers[size_t(l)];
+    const LayerWeights& L = weights_.layers[size_t(l)];
     be.rmsnorm_forward(xn, nullptr, x, L.attn_norm, c.norm_eps);
-    Tensor q2 = q.reshape({BT, c.q_dim()}), k2 = k.reshape({BT, c.kv_dim()}), v2 = v.reshape({BT, c.kv_dim()});
-    be.linear_forward(q2, xn, L.wq, false);
-    be.linear_forward(k2, xn, L.wk, false);
-    be.linear_forward(v2, xn, L.wv, false);
-    be.rope_forward(q, positions, rope);
-    be.rope_forward(k, positions, rope);
-    write_cache(cache.k[size_t(l)], k, batch, T, pos0);
-    write_cache(cache.v[size_t(l)], v, batch, T, pos0);
-    Tensor ks = cache.k[size_t(l)].narrow(1, 0, S), vs = cache.v[size_t(l)].narrow(1, 0, S);
-    be.attention_forward(att, nullptr, q.reshape({batch, T, c.n_heads, c.head_dim}), ks, vs, scale);
+    const detail::AttentionContext a = context(*this, L, l);
+    if (c.is_mla()) {
+      detail::mla_attention_infer(a, xn, batch, T, cache, positions, att, form);
+    } else {
+      detail::gqa_attention_infer(a, xn, batch, T, cache, positions, att);
+    }
     be.linear_forward(x, att.reshape({BT, c.q_dim()}), L.wo, true);  // residual: x += wo . att
     be.rmsnorm_forward(xn, nullptr, x, L.ffn_norm, c.norm_eps);
     be.linear_forward(gate, xn, L.w_gate, false);
@@ -157,7 +196,7 @@ Tensor LlamaModel::forward(std::span<const int32_t> tokens, int64_t batch, KvCac
     be.swiglu_forward(h, gate, up);
     be.linear_forward(x, h, L.w_down, true);
   }
-  cache.length = S;
+  cache.length = pos0 + T;
 
   Tensor last = x;
   if (which == LogitsFor::last_position && T > 1) {
@@ -172,8 +211,8 @@ Tensor LlamaModel::forward(std::span<const int32_t> tokens, int64_t batch, KvCac
   return logits;
 }
 
-float LlamaModel::forward_train(std::span<const int32_t> tokens, std::span<const int32_t> targets, int64_t batch,
-                                LlamaActivations& a) {
+float Transformer::forward_train(std::span<const int32_t> tokens, std::span<const int32_t> targets, int64_t batch,
+                                 Activations& a) {
   const ModelConfig& c = config_;
   Backend& be = *backend_;
   LATTE_REQUIRE(batch > 0 && !tokens.empty() && int64_t(tokens.size()) % batch == 0, ErrorCode::invalid_argument,
@@ -183,8 +222,6 @@ float LlamaModel::forward_train(std::span<const int32_t> tokens, std::span<const
   const int64_t T = int64_t(tokens.size()) / batch, BT = batch * T;
   LATTE_REQUIRE(T <= c.max_seq_len, ErrorCode::invalid_argument, "forward_train: sequence of ", T,
                 " tokens exceeds the model context of ", c.max_seq_len);
-  const RopeParams rope{c.rope_layout, c.rope_theta, c.head_dim};
-  const float scale = 1.0f / std::sqrt(float(c.head_dim));
 
   a.batch = batch;
   a.seq = T;
@@ -197,25 +234,18 @@ float LlamaModel::forward_train(std::span<const int32_t> tokens, std::span<const
   Tensor x = Tensor::empty({BT, c.dim});
   be.embedding_forward(x, tokens, weights_.tok_embeddings);
   for (int64_t l = 0; l < c.n_layers; ++l) {
-    const LlamaLayerWeights& L = weights_.layers[size_t(l)];
-    LlamaActivations::Layer& A = a.layers[size_t(l)];
+    const LayerWeights& L = weights_.layers[size_t(l)];
+    Activations::Layer& A = a.layers[size_t(l)];
     A.x_in = x;
     A.rstd_attn = Tensor::empty({BT});
     A.xn_attn = Tensor::empty({BT, c.dim});
     be.rmsnorm_forward(A.xn_attn, &A.rstd_attn, x, L.attn_norm, c.norm_eps);
-    A.q = Tensor::empty({batch, T, c.n_heads, c.head_dim});
-    A.k = Tensor::empty({batch, T, c.n_kv_heads, c.head_dim});
-    A.v = Tensor::empty({batch, T, c.n_kv_heads, c.head_dim});
-    Tensor q2 = A.q.reshape({BT, c.q_dim()}), k2 = A.k.reshape({BT, c.kv_dim()}), v2 = A.v.reshape({BT, c.kv_dim()});
-    be.linear_forward(q2, A.xn_attn, L.wq, false);
-    be.linear_forward(k2, A.xn_attn, L.wk, false);
-    be.linear_forward(v2, A.xn_attn, L.wv, false);
-    Tensor q3 = A.q.reshape({BT, c.n_heads, c.head_dim}), k3 = A.k.reshape({BT, c.n_kv_heads, c.head_dim});
-    be.rope_forward(q3, a.positions, rope);
-    be.rope_forward(k3, a.positions, rope);
-    A.attn_out = Tensor::empty({batch, T, c.n_heads, c.head_dim});
-    A.lse = Tensor::empty({batch, c.n_heads, T});
-    be.attention_forward(A.attn_out, &A.lse, A.q, A.k, A.v, scale);
+    const detail::AttentionContext ctx = context(*this, L, l);
+    if (c.is_mla()) {
+      detail::mla_attention_train(ctx, A, batch, T, a.positions);
+    } else {
+      detail::gqa_attention_train(ctx, A, batch, T, a.positions);
+    }
     A.x_mid = x.clone();
     be.linear_forward(A.x_mid, A.attn_out.reshape({BT, c.q_dim()}), L.wo, true);
     A.rstd_ffn = Tensor::empty({BT});
@@ -251,12 +281,10 @@ float LlamaModel::forward_train(std::span<const int32_t> tokens, std::span<const
   return float(sum / double(a.n_targets));
 }
 
-void LlamaModel::backward(const LlamaActivations& a, LlamaWeights& g) {
+void Transformer::backward(const Activations& a, ModelWeights& g) {
   const ModelConfig& c = config_;
   Backend& be = *backend_;
   const int64_t B = a.batch, T = a.seq, BT = B * T;
-  const RopeParams rope{c.rope_layout, c.rope_theta, c.head_dim};
-  const float scale = 1.0f / std::sqrt(float(c.head_dim));
   LATTE_REQUIRE(int64_t(g.layers.size()) == c.n_layers, ErrorCode::shape_mismatch,
                 "backward: gradients have ", g.layers.size(), " layers, the model ", c.n_layers);
 
@@ -272,14 +300,11 @@ void LlamaModel::backward(const LlamaActivations& a, LlamaWeights& g) {
   Tensor dgate = Tensor::empty({BT, c.hidden_dim}), dup = Tensor::empty({BT, c.hidden_dim});
   Tensor dxn_l = Tensor::empty({BT, c.dim});
   Tensor datt = Tensor::empty({B, T, c.n_heads, c.head_dim});
-  Tensor dq = Tensor::empty({B, T, c.n_heads, c.head_dim});
-  Tensor dk = Tensor::empty({B, T, c.n_kv_heads, c.head_dim});
-  Tensor dv = Tensor::empty({B, T, c.n_kv_heads, c.head_dim});
 
   for (int64_t l = c.n_layers - 1; l >= 0; --l) {
-    const LlamaLayerWeights& L = weights_.layers[size_t(l)];
-    const LlamaActivations::Layer& A = a.layers[size_t(l)];
-    LlamaLayerWeights& G = g.layers[size_t(l)];
+    const LayerWeights& L = weights_.layers[size_t(l)];
+    const Activations::Layer& A = a.layers[size_t(l)];
+    LayerWeights& G = g.layers[size_t(l)];
     // MLP: x_out = x_mid + w_down . h
     dh.fill(0.0f);
     be.linear_backward(&dh, &G.w_down, dx, A.h, L.w_down);
@@ -292,18 +317,22 @@ void LlamaModel::backward(const LlamaActivations& a, LlamaWeights& g) {
     datt.fill(0.0f);
     Tensor datt2 = datt.reshape({BT, c.q_dim()});
     be.linear_backward(&datt2, &G.wo, dx, A.attn_out.reshape({BT, c.q_dim()}), L.wo);
-    be.attention_backward(dq, dk, dv, datt, A.q, A.k, A.v, A.attn_out, A.lse, scale);
-    Tensor dq3 = dq.reshape({BT, c.n_heads, c.head_dim}), dk3 = dk.reshape({BT, c.n_kv_heads, c.head_dim});
-    be.rope_backward(dq3, a.positions, rope);
-    be.rope_backward(dk3, a.positions, rope);
     dxn_l.fill(0.0f);
-    Tensor dq2 = dq.reshape({BT, c.q_dim()}), dk2 = dk.reshape({BT, c.kv_dim()}), dv2 = dv.reshape({BT, c.kv_dim()});
-    be.linear_backward(&dxn_l, &G.wq, dq2, A.xn_attn, L.wq);
-    be.linear_backward(&dxn_l, &G.wk, dk2, A.xn_attn, L.wk);
-    be.linear_backward(&dxn_l, &G.wv, dv2, A.xn_attn, L.wv);
+    const detail::AttentionContext ctx = context(*this, L, l);
+    if (c.is_mla()) {
+      detail::mla_attention_backward(ctx, A, datt, B, T, a.positions, dxn_l, G);
+    } else {
+      detail::gqa_attention_backward(ctx, A, datt, B, T, a.positions, dxn_l, G);
+    }
     be.rmsnorm_backward(dx, G.attn_norm, dxn_l, A.x_in, L.attn_norm, A.rstd_attn);
   }
   be.embedding_backward(g.tok_embeddings, a.tokens, dx);
 }
+
+namespace detail {
+
+Tensor contiguous(const Tensor& t) { return t.is_contiguous() ? t : t.clone(); }
+
+}  // namespace detail
 
 }  // namespace latte

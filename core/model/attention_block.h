@@ -1,0 +1,41 @@
+// Internal to core/model: the attention sublayer of a decoder layer, one implementation per
+// architecture (gqa_attention.cpp, mla_attention.cpp). Each maps the normed input xn [B*T, D] to
+// the concatenated head outputs att [B, T, Hq, hd] (before o_proj); the caller applies o_proj and
+// the residual.
+#pragma once
+#include "core/model/transformer.h"
+
+namespace latte::detail {
+
+struct AttentionContext {
+  const ModelConfig& c;
+  Backend& be;
+  const LayerWeights& w;
+  int64_t layer;
+  RopeParams q_rope, k_rope;
+  float scale;  // 1/sqrt(head_dim): MHA2MLA keeps the original scale (spec section 1.5)
+};
+
+// Inference with a cache: the new tokens sit at positions cache.length .. +T-1 (cache.length is
+// advanced by the caller after the last layer).
+void gqa_attention_infer(const AttentionContext& a, const Tensor& xn, int64_t B, int64_t T, KvCache& cache,
+                         std::span<const int32_t> positions, Tensor& att);
+void mla_attention_infer(const AttentionContext& a, const Tensor& xn, int64_t B, int64_t T, KvCache& cache,
+                         std::span<const int32_t> positions, Tensor& att, MlaForm form);
+
+// Training: fills A.q, A.k, A.v (and A.latent for MLA), A.attn_out and A.lse from A.xn_attn.
+void gqa_attention_train(const AttentionContext& a, Activations::Layer& A, int64_t B, int64_t T,
+                         std::span<const int32_t> positions);
+void mla_attention_train(const AttentionContext& a, Activations::Layer& A, int64_t B, int64_t T,
+                         std::span<const int32_t> positions);
+
+// Backward: datt [B,T,Hq,hd] -> dxn [B*T, D] (+=) and the layer's attention gradients (+=).
+void gqa_attention_backward(const AttentionContext& a, const Activations::Layer& A, const Tensor& datt, int64_t B,
+                            int64_t T, std::span<const int32_t> positions, Tensor& dxn, LayerWeights& G);
+void mla_attention_backward(const AttentionContext& a, const Activations::Layer& A, const Tensor& datt, int64_t B,
+                            int64_t T, std::span<const int32_t> positions, Tensor& dxn, LayerWeights& G);
+
+// A contiguous tensor with t's values (t itself when already contiguous).
+Tensor contiguous(const Tensor& t);
+
+}  // namespace latte::detail
