@@ -8,12 +8,14 @@
 namespace latte::detail {
 
 struct AttentionContext {
-  const ModelConfig& c;
+  const ModelConfig& c;  // the whole model's shape
   Backend& be;
-  const LayerWeights& w;
+  const LayerWeights& w;  // this rank's shards
   int64_t layer;
+  int64_t n_heads, n_kv_heads;  // this rank's query and KV heads (the whole model at TP = 1)
   RopeParams q_rope, k_rope;
-  float scale;  // 1/sqrt(head_dim): MHA2MLA keeps the original scale (spec section 1.5)
+  float scale;          // 1/sqrt(head_dim): MHA2MLA keeps the original scale (spec section 1.5)
+  Communicator& comm;   // the TP group (MLA all-reduces the gradient of the replicated W_dkv)
 };
 
 // Inference with a cache: the new tokens sit at positions cache.length .. +T-1 (cache.length is

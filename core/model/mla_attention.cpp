@@ -19,11 +19,12 @@ namespace latte::detail {
 
 namespace {
 
+// This rank's heads; the latent width L is the whole model's (W_dkv and the latent are replicated).
 struct MlaDims {
   int64_t Hq, Hkv, hd, R, dc, L, group;
-  explicit MlaDims(const ModelConfig& c)
-      : Hq(c.n_heads), Hkv(c.n_kv_heads), hd(c.head_dim), R(c.rope_dim()), dc(c.nope_dim()), L(c.kv_lora_rank()),
-        group(c.n_heads / c.n_kv_heads) {}
+  explicit MlaDims(const AttentionContext& a)
+      : Hq(a.n_heads), Hkv(a.n_kv_heads), hd(a.c.head_dim), R(a.c.rope_dim()), dc(a.c.nope_dim()),
+        L(a.c.kv_lora_rank()), group(a.n_heads / a.n_kv_heads) {}
 };
 
 // y[M,K] += a[M,N] . w[N,K]: the input-gradient product of a linear layer, reused here to apply
@@ -139,7 +140,7 @@ void absorbed_attention(const AttentionContext& a, const Tensor& q, int64_t B, i
 
 void mla_attention_infer(const AttentionContext& a, const Tensor& xn, int64_t B, int64_t T, KvCache& cache,
                          std::span<const int32_t> positions, Tensor& att, MlaForm form) {
-  const MlaDims d(a.c);
+  const MlaDims d(a);
   const int64_t pos0 = cache.length, S = pos0 + T;
   Tensor latent, k_rope;
   project_kv(a, xn, positions, d, latent, k_rope);
@@ -163,7 +164,7 @@ void mla_attention_infer(const AttentionContext& a, const Tensor& xn, int64_t B,
 
 void mla_attention_train(const AttentionContext& a, Activations::Layer& A, int64_t B, int64_t T,
                          std::span<const int32_t> positions) {
-  const MlaDims d(a.c);
+  const MlaDims d(a);
   Tensor k_rope, k, v;
   project_kv(a, A.xn_attn, positions, d, A.latent, k_rope);
   expand_kv(a, A.latent, k_rope, d, k, v);
@@ -177,7 +178,7 @@ void mla_attention_train(const AttentionContext& a, Activations::Layer& A, int64
 
 void mla_attention_backward(const AttentionContext& a, const Activations::Layer& A, const Tensor& datt, int64_t B,
                             int64_t T, std::span<const int32_t> positions, Tensor& dxn, LayerWeights& G) {
-  const MlaDims d(a.c);
+  const MlaDims d(a);
   const int64_t N = B * T;
   Tensor dq = Tensor::empty({B, T, d.Hq, d.hd});
   Tensor dk = Tensor::empty({B, T, d.Hkv, d.hd});
@@ -198,7 +199,16 @@ void mla_attention_backward(const AttentionContext& a, const Activations::Layer&
   Tensor dlatent = Tensor::zeros({N, d.L});
   if (d.dc > 0) a.be.linear_backward(&dlatent, &G.w_uk, dk_nope, A.latent, a.w.w_uk);
   a.be.linear_backward(&dlatent, &G.w_uv, dv.reshape({N, d.Hkv * d.hd}), A.latent, a.w.w_uv);
-  a.be.linear_backward(&dxn, &G.w_dkv, dlatent, A.xn_attn, a.w.w_dkv);
+  if (a.comm.size() == 1) {
+    a.be.linear_backward(&dxn, &G.w_dkv, dlatent, A.xn_attn, a.w.w_dkv);
+    return;
+  }
+  // W_dkv is replicated but dlatent holds only this rank's heads' share: the input gradient stays
+  // partial (the caller all-reduces dxn), the weight gradient is summed here.
+  Tensor dw = Tensor::zeros(G.w_dkv.shape());
+  a.be.linear_backward(&dxn, &dw, dlatent, A.xn_attn, a.w.w_dkv);
+  a.comm.all_reduce(dw, ReduceOp::sum);
+  a.be.add_inplace(G.w_dkv, dw);
 }
 
 }  // namespace latte::detail

@@ -31,6 +31,84 @@ std::vector<std::pair<std::string, Shape>> model_tensor_shapes(const ModelConfig
   return out;
 }
 
+TpLayout tp_layout(const ModelConfig& c, int64_t rank, int64_t size) {
+  LATTE_REQUIRE(size >= 1 && rank >= 0 && rank < size, ErrorCode::invalid_argument, "tensor parallel rank ", rank,
+                " of ", size, " is out of range");
+  auto need = [&](int64_t n, const char* what) {
+    LATTE_REQUIRE(n % size == 0, ErrorCode::invalid_argument, "--tp ", size, " does not divide ", what, " (", n, ")");
+  };
+  need(c.n_heads, "n_heads");
+  need(c.hidden_dim, "hidden_dim");
+  need(c.vocab_size, "vocab_size");
+  TpLayout t;
+  t.rank = rank;
+  t.size = size;
+  t.heads = c.n_heads / size;
+  t.heads0 = rank * t.heads;
+  if (c.n_kv_heads % size == 0) {
+    t.kv_heads = c.n_kv_heads / size;
+    t.kv_heads0 = rank * t.kv_heads;
+  } else {
+    LATTE_REQUIRE(size % c.n_kv_heads == 0, ErrorCode::invalid_argument, "--tp ", size,
+                  " neither divides nor is a multiple of n_kv_heads (", c.n_kv_heads, ")");
+    t.kv_heads = 1;
+    t.kv_heads0 = t.heads0 / (c.n_heads / c.n_kv_heads);
+    t.kv_replicated = true;
+  }
+  t.hidden = c.hidden_dim / size;
+  t.hidden0 = rank * t.hidden;
+  t.vocab = c.vocab_size / size;
+  t.vocab0 = rank * t.vocab;
+  return t;
+}
+
+TensorSlice tensor_slice(const ModelConfig& c, const TpLayout& tp, const std::string& name, const Shape& shape) {
+  auto leaf_is = [&](const char* leaf) {
+    const std::string l(leaf);
+    return name.size() >= l.size() && name.compare(name.size() - l.size(), l.size(), l) == 0;
+  };
+  auto rows = [&](int64_t begin, int64_t count) { return TensorSlice{TpSplit::rows, begin, count}; };
+  if (leaf_is("embed_tokens.weight") || name == "lm_head.weight") return rows(tp.vocab0, tp.vocab);
+  if (leaf_is("q_proj.weight")) return rows(tp.heads0 * c.head_dim, tp.heads * c.head_dim);
+  if (leaf_is("k_proj.weight") || leaf_is("v_proj.weight") || leaf_is("v_b_proj.weight"))
+    return rows(tp.kv_heads0 * c.head_dim, tp.kv_heads * c.head_dim);
+  if (leaf_is("k_rope_proj.weight")) return rows(tp.kv_heads0 * c.rope_dim(), tp.kv_heads * c.rope_dim());
+  if (leaf_is("k_b_proj.weight")) return rows(tp.kv_heads0 * c.nope_dim(), tp.kv_heads * c.nope_dim());
+  if (leaf_is("gate_proj.weight") || leaf_is("up_proj.weight")) return rows(tp.hidden0, tp.hidden);
+  if (leaf_is("o_proj.weight")) return TensorSlice{TpSplit::cols, tp.heads0 * c.head_dim, tp.heads * c.head_dim};
+  if (leaf_is("down_proj.weight")) return TensorSlice{TpSplit::cols, tp.hidden0, tp.hidden};
+  return TensorSlice{TpSplit::replicated, 0, shape.empty() ? 0 : shape[0]};  // norms, kv_a_proj (W_dkv)
+}
+
+std::vector<std::pair<std::string, Shape>> model_tensor_shapes(const ModelConfig& c, const TpLayout& tp) {
+  auto out = model_tensor_shapes(c);
+  for (auto& [name, shape] : out) {
+    TensorSlice s = tensor_slice(c, tp, name, shape);
+    if (s.split == TpSplit::rows) shape[0] = s.count;
+    if (s.split == TpSplit::cols) shape[1] = s.count;
+  }
+  return out;
+}
+
+TensorStore shard_store(const ModelConfig& c, const TpLayout& tp, const TensorStore& full) {
+  TensorStore local;
+  local.origin = full.origin;
+  for (const auto& [name, shape] : model_tensor_shapes(c)) {
+    const Tensor& t = full.get(name, shape);
+    TensorSlice s = tensor_slice(c, tp, name, shape);
+    Tensor part;
+    if (s.split == TpSplit::rows) {
+      part = t.slice(s.begin, s.begin + s.count).clone();
+    } else if (s.split == TpSplit::cols) {
+      part = t.narrow(1, s.begin, s.begin + s.count).clone();
+    } else {
+      part = t;
+    }
+    local.put(name, part, full.file_of(name));
+  }
+  return local;
+}
+
 void check_model_tensors(const ModelConfig& c, const TensorStore& tensors) {
   const auto expected = model_tensor_shapes(c);
   std::set<std::string> names;

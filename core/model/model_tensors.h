@@ -20,6 +20,39 @@ namespace latte {
 // plus the norms and the MLP, and the embedding / final norm / lm_head (absent when tied).
 std::vector<std::pair<std::string, Shape>> model_tensor_shapes(const ModelConfig& c);
 
+// Tensor parallelism, Megatron-style, as data: how each tensor of the table splits over the
+// ranks of a TP group. Column-parallel weights (q, k, v, W_kr, W_uk, W_uv, gate, up, and the
+// vocab-parallel embedding and lm_head) split their output rows; row-parallel weights (o_proj,
+// down) split their input columns; norms and MLA's W_dkv are replicated, so every rank computes
+// the same latent and holds the same latent cache. Rows split by heads keep whole heads; when
+// n_kv_heads < tp (and divides it) each rank holds the one KV head its query heads read.
+enum class TpSplit { replicated, rows, cols };
+
+struct TpLayout {
+  int64_t rank = 0, size = 1;
+  // This rank's slice of each dimension that splits, [begin, begin + count) in global units.
+  int64_t heads0 = 0, heads = 0;        // query heads
+  int64_t kv_heads0 = 0, kv_heads = 0;  // KV heads (a replicated head has kv_heads == 1)
+  int64_t hidden0 = 0, hidden = 0;      // MLP inner dimension
+  int64_t vocab0 = 0, vocab = 0;        // vocabulary rows of embed_tokens / lm_head
+  bool kv_replicated = false;           // n_kv_heads < size: several ranks share a KV head
+};
+
+// Checks divisibility (one-line errors naming the dimension and the TP size) and returns the
+// rank's layout; size 1 gives the whole model.
+TpLayout tp_layout(const ModelConfig& c, int64_t rank, int64_t size);
+
+struct TensorSlice {
+  TpSplit split = TpSplit::replicated;
+  int64_t begin = 0, count = 0;  // rows (rows split) or columns (cols split); whole for replicated
+};
+// How tensor `name` of the table splits for this rank (global shape in, slice out).
+TensorSlice tensor_slice(const ModelConfig& c, const TpLayout& tp, const std::string& name, const Shape& shape);
+// The table for one rank: names with this rank's local shapes.
+std::vector<std::pair<std::string, Shape>> model_tensor_shapes(const ModelConfig& c, const TpLayout& tp);
+// A full store sliced to this rank (copies, contiguous; the slicing the loaders apply at load time).
+TensorStore shard_store(const ModelConfig& c, const TpLayout& tp, const TensorStore& full);
+
 // Throws bad_file naming tensor and file for a missing tensor, an unexpected extra one, or a
 // shape that does not match the config.
 void check_model_tensors(const ModelConfig& c, const TensorStore& tensors);

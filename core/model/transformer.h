@@ -17,7 +17,9 @@
 #include <vector>
 
 #include "core/backend/backend.h"
+#include "core/comm/communicator.h"
 #include "core/model/config.h"
+#include "core/model/model_tensors.h"
 #include "core/tensor/tensor_store.h"
 
 namespace latte {
@@ -47,16 +49,23 @@ struct ModelWeights {
 
 // Calls f(name, shape, tensor&) for every tensor of the config in model_tensor_shapes order
 // (lm_head skipped when tied), so weights, gradients and optimizer states share one naming.
+// Shapes are this TP rank's (the whole model for the default layout).
+void for_each_weight(const ModelConfig& c, const TpLayout& tp, ModelWeights& w,
+                     const std::function<void(const std::string&, const Shape&, Tensor&)>& f);
 void for_each_weight(const ModelConfig& c, ModelWeights& w,
                      const std::function<void(const std::string&, const Shape&, Tensor&)>& f);
 
-// Takes the weights from a store under their checkpoint names, checking every shape; errors name
-// the tensor and file. f16 tensors are widened to f32 (exact).
+// Takes the weights from a store under their checkpoint names, checking every shape against the
+// rank's layout (a store sliced by shard_store); errors name the tensor and file. f16 tensors are
+// widened to f32 (exact).
+ModelWeights weights_from_store(const ModelConfig& c, const TensorStore& store, const TpLayout& tp);
 ModelWeights weights_from_store(const ModelConfig& c, const TensorStore& store);
 // The inverse: views of the weights under their names (lm_head omitted when tied).
+TensorStore weights_to_store(const ModelConfig& c, const ModelWeights& w, const TpLayout& tp);
 TensorStore weights_to_store(const ModelConfig& c, const ModelWeights& w);
 // Zero-filled f32 tensors with the shapes of the weights (gradients, optimizer moments); when
 // tied, lm_head aliases tok_embeddings so both gradient contributions add up in one place.
+ModelWeights weights_zeros_like(const ModelConfig& c, const TpLayout& tp);
 ModelWeights weights_zeros_like(const ModelConfig& c);
 // f32 copies (training keeps f32 master weights whatever the checkpoint stored).
 ModelWeights weights_to_f32(const ModelConfig& c, const ModelWeights& w);
@@ -68,6 +77,8 @@ struct KvCache {
   std::vector<Tensor> k, v;
   std::vector<Tensor> latent, k_rope;
   int64_t batch = 0, max_seq = 0, length = 0;  // length: positions filled (same for every row)
+  // For a TP rank: its KV heads only; the MLA latent is replicated (every rank holds all of it).
+  static KvCache create(const ModelConfig& c, int64_t batch, int64_t max_seq, const TpLayout& tp);
   static KvCache create(const ModelConfig& c, int64_t batch, int64_t max_seq);
   int64_t bytes() const;
 };
@@ -90,18 +101,33 @@ struct Activations {
   };
   std::vector<Layer> layers;
   Tensor x_final, rstd_final, xn_final, logits, losses;
+  Tensor logsumexp;  // [B*T] over the whole vocabulary (vocab-parallel cross-entropy, TP > 1)
   std::vector<int32_t> tokens, targets, positions;
   int64_t batch = 0, seq = 0, n_targets = 0;
 };
 
+// Tensor parallelism (Megatron-style, shared/notes/systems-anchors.md): weights are this rank's
+// shards (model_tensors.h TpSplit); activations entering and leaving each layer are replicated.
+// The collectives, all over the TP communicator:
+//  - embedding: vocab-parallel lookup, all-reduce (each token's row lives on one rank);
+//  - after o_proj and after down_proj (row-parallel): all-reduce of the partial outputs;
+//  - backward, at the input of every column-parallel block (q/k/v or MLA projections, gate/up,
+//    lm_head): all-reduce of the input gradient, whose terms are spread over the ranks' heads;
+//  - MLA's replicated W_dkv: all-reduce of its gradient (each rank's latent gradient holds only
+//    its heads' share);
+//  - logits: vocab-parallel; cross-entropy all-reduces the row max, the sum of exponentials and
+//    the target logit, never the full logits; inference all-gathers logits for sampling.
+// With no communicator (or one of size 1) no collective runs and the model is the single-rank one.
 class Transformer {
  public:
-  Transformer(ModelConfig config, ModelWeights weights, Backend& backend);
+  Transformer(ModelConfig config, ModelWeights weights, Backend& backend, Communicator* tp_comm = nullptr);
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
   ModelWeights& weights() { return weights_; }
   Backend& backend() const { return *backend_; }
+  const TpLayout& tp() const { return tp_; }
+  KvCache make_cache(int64_t batch, int64_t max_seq) const { return KvCache::create(config_, batch, max_seq, tp_); }
 
   // Inference: tokens [B*T] (row-major [B][T]) at positions cache.length .. cache.length+T-1,
   // appended to the cache. Returns logits [B*T, V] or [B, V] (last position of each row).
@@ -115,15 +141,28 @@ class Transformer {
   // Adds d(mean loss)/d(weight) into grads (shapes of weights_zeros_like).
   void backward(const Activations& acts, ModelWeights& grads);
 
-  // RoPE parameters of layer l for query heads and for the keys the layer caches (MLA: the compact
-  // [Hkv, R] RoPE keys; llama: full key heads).
+  // RoPE parameters of layer l for this rank's query heads and for the keys the layer caches
+  // (MLA: the compact [Hkv, R] RoPE keys; llama: full key heads).
   RopeParams q_rope(int64_t layer) const;
   RopeParams k_rope(int64_t layer) const;
 
  private:
+  Tensor embed(std::span<const int32_t> tokens);
+  void embed_backward(std::span<const int32_t> tokens, const Tensor& dx, ModelWeights& g);
+  // y += x . w^T for a row-parallel w: the partial products are summed over the TP group.
+  void row_parallel_accumulate(Tensor& y, const Tensor& x, const Tensor& w);
+  Tensor gather_logits(const Tensor& local);
+  void vocab_parallel_cross_entropy(Activations& a, std::span<const int32_t> targets);
+  void vocab_parallel_cross_entropy_backward(const Activations& a, Tensor& dlogits, float scale);
+  void all_reduce(Tensor& t, ReduceOp op = ReduceOp::sum);
+  bool parallel() const { return tp_.size > 1; }
+
   ModelConfig config_;
   ModelWeights weights_;
   Backend* backend_;
+  SoloCommunicator solo_;
+  Communicator* comm_;
+  TpLayout tp_;
   // MLA partial-RoPE tables per layer: q [Hq * hd/2], k [Hkv * r] (backend.h RopeParams).
   std::vector<std::vector<int32_t>> q_pair_freqs_, k_pair_freqs_;
 };
