@@ -7,7 +7,7 @@
 #include "core/base/file_io.h"
 #include "inference/cli/commands.h"
 #include "inference/engine/loaded_model.h"
-#include "inference/engine/perplexity.h"
+#include "inference/engine/evaluate.h"
 
 namespace latte::cli {
 
