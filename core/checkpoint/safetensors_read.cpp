@@ -7,6 +7,7 @@
 
 #include "core/base/file_io.h"
 #include "core/checkpoint/checkpoint.h"
+#include "core/checkpoint/safetensors_file.h"
 
 namespace latte {
 
@@ -151,6 +152,13 @@ std::unique_ptr<Tokenizer> tokenizer_beside(const std::string& dir, int64_t voca
 }
 
 }  // namespace
+
+TensorStore read_safetensors_file(const std::string& path) {
+  TensorStore store;
+  store.origin = path;
+  read_safetensors_file(path, store);
+  return store;
+}
 
 Checkpoint load_safetensors_dir(const std::string& dir, const LoadOptions& opts) {
   LATTE_REQUIRE(is_directory(dir), ErrorCode::io, dir, " is not a folder");

@@ -6,6 +6,7 @@
 
 #include "core/base/file_io.h"
 #include "core/checkpoint/checkpoint.h"
+#include "core/checkpoint/safetensors_file.h"
 
 namespace latte {
 
@@ -50,7 +51,7 @@ std::vector<Item> ordered_items(const ModelConfig& config, const TensorStore& te
     items.push_back({name, &t, size_t(t.numel()) * dtype_size(dtype)});
     done.insert(name);
   };
-  if (config.architecture == "llama")
+  if (config.n_layers > 0)
     for (const auto& [name, shape] : model_tensor_shapes(config))
       if (tensors.has(name)) add(name);
   for (const auto& [name, e] : tensors.entries())
@@ -108,6 +109,10 @@ void remove_stale_weights(const std::string& dir, const std::set<std::string>& w
 }
 
 }  // namespace
+
+void write_safetensors_file(const std::string& path, const TensorStore& tensors, DType dtype) {
+  write_safetensors_file(path, ordered_items(ModelConfig{}, tensors, dtype), dtype);
+}
 
 void save_safetensors_dir(const std::string& dir, const ModelConfig& config, const TensorStore& tensors,
                           const SaveOptions& opts) {

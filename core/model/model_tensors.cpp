@@ -109,6 +109,34 @@ TensorStore shard_store(const ModelConfig& c, const TpLayout& tp, const TensorSt
   return local;
 }
 
+TensorStore merge_shards(const ModelConfig& c, const std::vector<TensorStore>& ranks) {
+  const int64_t n = int64_t(ranks.size());
+  LATTE_REQUIRE(n >= 1, ErrorCode::invalid_argument, "merge_shards: no ranks");
+  std::vector<TpLayout> layouts;
+  for (int64_t r = 0; r < n; ++r) layouts.push_back(tp_layout(c, r, n));
+  TensorStore full;
+  full.origin = ranks[0].origin;
+  for (const auto& [name, shape] : model_tensor_shapes(c)) {
+    Tensor out = Tensor::empty(shape, DType::f32);
+    std::string file;
+    for (int64_t r = 0; r < n; ++r) {
+      const TensorSlice s = tensor_slice(c, layouts[size_t(r)], name, shape);
+      const Tensor& part = ranks[size_t(r)].get(name);
+      file = ranks[size_t(r)].file_of(name);
+      if (s.split == TpSplit::replicated) {
+        if (r == 0) out.copy_from(part);
+        continue;
+      }
+      Tensor dst = s.split == TpSplit::rows ? out.slice(s.begin, s.begin + s.count) : out.narrow(1, s.begin, s.begin + s.count);
+      LATTE_REQUIRE(part.shape() == dst.shape(), ErrorCode::bad_file, "merge_shards: ", name, " from rank ", r, " in ",
+                    file, " has shape ", shape_str(part.shape()), ", expected ", shape_str(dst.shape()));
+      dst.copy_from(part);  // ranks sharing a replicated KV head write the same rows again
+    }
+    full.put(name, out, file);
+  }
+  return full;
+}
+
 void check_model_tensors(const ModelConfig& c, const TensorStore& tensors) {
   const auto expected = model_tensor_shapes(c);
   std::set<std::string> names;

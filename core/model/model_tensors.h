@@ -52,6 +52,9 @@ TensorSlice tensor_slice(const ModelConfig& c, const TpLayout& tp, const std::st
 std::vector<std::pair<std::string, Shape>> model_tensor_shapes(const ModelConfig& c, const TpLayout& tp);
 // A full store sliced to this rank (copies, contiguous; the slicing the loaders apply at load time).
 TensorStore shard_store(const ModelConfig& c, const TpLayout& tp, const TensorStore& full);
+// The inverse: the stores of ranks 0..N-1 (in order) merged into the full model, bit-exactly.
+// KV heads shared by several ranks (n_kv_heads < N) are taken from the first rank holding each.
+TensorStore merge_shards(const ModelConfig& c, const std::vector<TensorStore>& ranks);
 
 // Throws bad_file naming tensor and file for a missing tensor, an unexpected extra one, or a
 // shape that does not match the config.

@@ -379,7 +379,7 @@ float Transformer::forward_train(std::span<const int32_t> tokens, std::span<cons
   return float(sum / double(a.n_targets));
 }
 
-void Transformer::backward(const Activations& a, ModelWeights& g) {
+void Transformer::backward(const Activations& a, ModelWeights& g, const Tensor* extra_dlogits) {
   const ModelConfig& c = config_;
   Backend& be = *backend_;
   const int64_t B = a.batch, T = a.seq, BT = B * T;
@@ -395,6 +395,10 @@ void Transformer::backward(const Activations& a, ModelWeights& g) {
     vocab_parallel_cross_entropy_backward(a, dlogits, scale);
   } else {
     be.cross_entropy_backward(dlogits, a.logits, a.targets, scale);
+  }
+  if (extra_dlogits) {
+    extra_dlogits->expect_shape(dlogits.shape(), "backward: extra_dlogits");
+    be.add_inplace(dlogits, *extra_dlogits);
   }
   Tensor dxn = Tensor::zeros({BT, c.dim});
   be.linear_backward(&dxn, &g.lm_head, dlogits, a.xn_final, weights_.lm_head);

@@ -138,8 +138,10 @@ class Transformer {
   // over targets >= 0 and keeps what backward needs in acts.
   float forward_train(std::span<const int32_t> tokens, std::span<const int32_t> targets, int64_t batch,
                       Activations& acts);
-  // Adds d(mean loss)/d(weight) into grads (shapes of weights_zeros_like).
-  void backward(const Activations& acts, ModelWeights& grads);
+  // Adds d(mean loss)/d(weight) into grads (shapes of weights_zeros_like). extra_dlogits
+  // ([B*T, this rank's vocabulary slice], optional) is added to the cross-entropy's logit gradient:
+  // how a distillation term enters without a second backward pass.
+  void backward(const Activations& acts, ModelWeights& grads, const Tensor* extra_dlogits = nullptr);
 
   // RoPE parameters of layer l for this rank's query heads and for the keys the layer caches
   // (MLA: the compact [Hkv, R] RoPE keys; llama: full key heads).

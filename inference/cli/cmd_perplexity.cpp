@@ -6,6 +6,7 @@
 
 #include "core/base/file_io.h"
 #include "inference/cli/commands.h"
+#include "inference/cli/parallel_job.h"
 #include "inference/engine/loaded_model.h"
 #include "inference/engine/evaluate.h"
 
@@ -19,6 +20,7 @@ void add_perplexity(CLI::App& app) {
     int64_t max_chars = 0;
     bool json = false, quiet = false;
     int threads = 0;
+    int64_t tp = 1;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("perplexity", "Perplexity of a model on a text file");
@@ -33,10 +35,21 @@ void add_perplexity(CLI::App& app) {
   cmd->add_flag("--json", o->json, "print the result as one JSON line");
   cmd->add_flag("-q,--quiet", o->quiet, "no progress on stderr");
   cmd->add_option("--device", o->load.device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  cmd->add_option("--tp", o->tp, "tensor-parallel ranks (run under mpirun -np N)")->check(CLI::PositiveNumber);
   add_threads_option(*cmd, o->threads);
   cmd->callback([o] {
     apply_threads(o->threads);
-    LoadedModel m = load_model(o->load);
+    std::unique_ptr<ParallelJob> job;
+    ModelLoadRequest load = o->load;
+    if (o->tp > 1) {
+      job = start_parallel_job(o->tp, false);
+      LATTE_REQUIRE(job->dp().size() == 1, ErrorCode::invalid_argument, "perplexity --tp ", o->tp, " runs on exactly ",
+                    o->tp, " ranks, not ", job->world().size());
+      load.tp = &job->tp();
+    }
+    const bool lead = !job || job->world().rank() == 0;
+    if (!lead) o->quiet = true;
+    LoadedModel m = load_model(load);
     std::string text = read_text_file(o->text);
     if (o->max_chars > 0 && size_t(o->max_chars) < text.size()) text.resize(size_t(o->max_chars));
     LATTE_REQUIRE(!text.empty(), ErrorCode::invalid_argument, "text file ", o->text, " is empty");
@@ -55,6 +68,7 @@ void add_perplexity(CLI::App& app) {
     };
     PerplexityResult r = perplexity(*m.model, tokens, m.tokenizer->bos_id(), o->ppl, progress);
     if (!o->quiet && tty) std::fprintf(stderr, "\n");
+    if (!lead) return;
     double rate = r.seconds > 0 ? double(r.tokens) / r.seconds : 0;
     if (o->json) {
       std::printf("{\"model\":\"%s\",\"text\":\"%s\",\"tokens\":%lld,\"mean_nll\":%.6f,\"perplexity\":%.6f,"

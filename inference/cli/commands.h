@@ -9,6 +9,11 @@ void add_generate(CLI::App& app);
 void add_perplexity(CLI::App& app);
 void add_info(CLI::App& app);
 void add_export(CLI::App& app);
+void add_compare(CLI::App& app);
+void add_tokenize(CLI::App& app);
+void add_train(CLI::App& app);
+void add_convert(CLI::App& app);
+void add_plan(CLI::App& app);
 
 // --threads N for OpenMP and OpenBLAS (0: leave the defaults).
 void add_threads_option(CLI::App& cmd, int& threads);

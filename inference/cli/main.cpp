@@ -28,6 +28,11 @@ int main(int argc, char** argv) {
   latte::cli::add_perplexity(app);
   latte::cli::add_info(app);
   latte::cli::add_export(app);
+  latte::cli::add_compare(app);
+  latte::cli::add_tokenize(app);
+  latte::cli::add_train(app);
+  latte::cli::add_convert(app);
+  latte::cli::add_plan(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

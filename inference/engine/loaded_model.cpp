@@ -31,8 +31,14 @@ LoadedModel load_model(const ModelLoadRequest& req) {
   std::string why;
   Backend& backend = backend_for(req.device, &why);
   if (!why.empty() && req.device == "auto") std::cerr << "latte: device auto: " << why << "\n";
-  ModelWeights w = weights_from_store(m.checkpoint.config, m.checkpoint.tensors);
-  m.model = std::make_unique<Transformer>(m.checkpoint.config, std::move(w), backend);
+  const ModelConfig& c = m.checkpoint.config;
+  if (req.tp && req.tp->size() > 1) {
+    const TpLayout layout = tp_layout(c, req.tp->rank(), req.tp->size());
+    TensorStore local = shard_store(c, layout, m.checkpoint.tensors);
+    m.model = std::make_unique<Transformer>(c, weights_from_store(c, local, layout), backend, req.tp);
+  } else {
+    m.model = std::make_unique<Transformer>(c, weights_from_store(c, m.checkpoint.tensors), backend);
+  }
 
   std::string tok_path = req.tokenizer_path;
   if (tok_path.empty() && !m.checkpoint.tokenizer)

@@ -21,6 +21,9 @@ struct ModelLoadRequest {
   std::string tokenizer_path;  // empty: look for one
   std::string device = "cpu";  // cpu | cuda | auto
   bool require_tokenizer = true;
+  // Tensor parallelism: when set, every rank reads the checkpoint and keeps its shard
+  // (model_tensors.h), and the model runs its collectives over this group.
+  Communicator* tp = nullptr;
 };
 
 LoadedModel load_model(const ModelLoadRequest& req);

@@ -1,0 +1,130 @@
+// latte convert: a Llama MHA/GQA checkpoint -> an MLA safetensors folder (trainer/mha2mla/convert.h),
+// with its tokenizer, and the conversion report on stdout.
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "core/base/file_io.h"
+#include "core/checkpoint/checkpoint.h"
+#include "inference/cli/commands.h"
+#include "trainer/mha2mla/convert.h"
+
+namespace latte::cli {
+
+namespace {
+
+// The tokenizer search of load_model (inference/engine/loaded_model.cpp): a tokenizer.json /
+// tokenizer.bin / tok<vocab>.bin beside the model. Returns "" when there is none.
+std::string find_tokenizer_beside(const std::string& model_path, int64_t vocab) {
+  namespace fs = std::filesystem;
+  fs::path dir = is_directory(model_path) ? fs::path(model_path) : fs::path(model_path).parent_path();
+  for (const std::string& name : {std::string("tokenizer.json"), std::string("tokenizer.bin"),
+                                  "tok" + std::to_string(vocab) + ".bin"}) {
+    fs::path p = dir / name;
+    if (file_exists(p.string())) return p.string();
+  }
+  return "";
+}
+
+bool same_path(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  return std::filesystem::equivalent(a, b, ec);
+}
+
+}  // namespace
+
+void add_convert(CLI::App& app) {
+  struct Opts {
+    std::string model, out, strategy = "2norm", svd = "joint", sigma = "code", calib, tokenizer;
+    int64_t rope_pairs = -1, d_kv = -1, calib_tokens = 32768, calib_window = 0;
+    bool quiet = false;
+    int threads = 0;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("convert", "Convert a Llama MHA/GQA checkpoint to MLA with MHA2MLA");
+  cmd->add_option("-m,--model", o->model, "llama2.c .bin, safetensors folder or .gguf file")->required();
+  cmd->add_option("-o,--out", o->out, "output folder (created): config.json, model.safetensors, tokenizer")
+      ->required();
+  cmd->add_option("--rope-strategy", o->strategy,
+                  "which frequency pairs keep RoPE: high, low, uniform or 2norm (default; needs --calib)")
+      ->check(CLI::IsMember({"high", "low", "uniform", "2norm"}));
+  cmd->add_option("--rope-pairs", o->rope_pairs, "r, RoPE pairs kept per head, in [0, head_dim/2] (default head_dim/16, at least 1)");
+  cmd->add_option("--d-kv", o->d_kv, "latent rank per KV head (default head_dim/4, at least 1)");
+  cmd->add_option("--svd", o->svd, "joint (default: one SVD of [k_nope; v]) or split (D/2 each)")
+      ->check(CLI::IsMember({"joint", "split"}));
+  cmd->add_option("--sigma-split", o->sigma, "where the singular values go: code (default; all in the "
+                                             "up-projection) or paper (square root on each side)")
+      ->check(CLI::IsMember({"code", "paper"}));
+  cmd->add_option("--calib", o->calib, "calibration text for --rope-strategy 2norm");
+  cmd->add_option("--calib-tokens", o->calib_tokens, "calibration tokens to run (default 32768)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--calib-window", o->calib_window, "positions per calibration pass (default: context, at most 2048)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("-z,--tokenizer", o->tokenizer,
+                  "tokenizer.bin or tokenizer.json (default: the model's own, or one beside it)");
+  cmd->add_flag("-q,--quiet", o->quiet, "no progress on stderr");
+  add_threads_option(*cmd, o->threads);
+  cmd->callback([o] {
+    apply_threads(o->threads);
+    LATTE_REQUIRE(file_exists(o->model), ErrorCode::io, "model not found: ", o->model);
+    LATTE_REQUIRE(!same_path(o->model, o->out), ErrorCode::invalid_argument, "--out ", o->out,
+                  " is the source model; write the MLA model elsewhere");
+    const RopeStrategy strategy = rope_strategy_from_name(o->strategy);
+    LATTE_REQUIRE(strategy == RopeStrategy::two_norm || o->calib.empty(), ErrorCode::invalid_argument,
+                  "--calib is used only by --rope-strategy 2norm, not ", o->strategy);
+    if (!o->calib.empty())
+      LATTE_REQUIRE(file_exists(o->calib) && !is_directory(o->calib), ErrorCode::io, "calibration text not found: ",
+                    o->calib);
+    if (!o->tokenizer.empty())
+      LATTE_REQUIRE(file_exists(o->tokenizer) && !is_directory(o->tokenizer), ErrorCode::io, "tokenizer not found: ",
+                    o->tokenizer);
+
+    Checkpoint src = load_checkpoint(o->model);
+    // The tokenizer goes with the converted model (and tokenizes the calibration text).
+    std::string tok_path = o->tokenizer;
+    if (tok_path.empty() && !src.tokenizer) tok_path = find_tokenizer_beside(o->model, src.config.vocab_size);
+    std::unique_ptr<Tokenizer> tokenizer = tok_path.empty() ? std::move(src.tokenizer) : load_tokenizer(tok_path);
+    if (tokenizer)
+      LATTE_REQUIRE(tokenizer->vocab_size() <= src.config.vocab_size, ErrorCode::invalid_argument, "tokenizer has ",
+                    tokenizer->vocab_size(), " tokens, the model's vocabulary only ", src.config.vocab_size);
+
+    ConvertOptions co;
+    co.strategy = strategy;
+    co.rope_pairs = o->rope_pairs;
+    co.kv_rank_per_head = o->d_kv;
+    co.svd = svd_method_from_name(o->svd);
+    co.sigma_in_up = o->sigma == "code";
+    co.calibration.text_path = o->calib;
+    co.calibration.max_tokens = o->calib_tokens;
+    co.calibration.window = o->calib_window;
+    co.tokenizer = tokenizer.get();
+    co.source_name = o->model;
+    const bool tty = isatty(STDERR_FILENO);
+    if (!o->quiet)
+      co.calibration.progress = [tty](int64_t done, int64_t total) {
+        if (tty || done == total)
+          std::fprintf(stderr, "%scalibration: %lld/%lld tokens%s", tty ? "\r" : "", (long long)done,
+                       (long long)total, done == total || !tty ? "\n" : "");
+      };
+
+    ConversionReport report;
+    Checkpoint mla = convert_to_mla(src, co, &report);
+    mla.tokenizer = std::move(tokenizer);
+    // export_checkpoint writes a BPE vocabulary as tokenizer.json; a llama2.c tokenizer has none
+    // to write, so its file is copied (the checkpoint's own sits beside it, as load_checkpoint found it).
+    ExportOptions eo;  // f32; MLA heads are written as they are (no RoPE row permutation)
+    if (mla.tokenizer && !mla.tokenizer->bpe_vocab())
+      eo.llama2c_tokenizer = tok_path.empty() ? find_tokenizer_beside(o->model, src.config.vocab_size) : tok_path;
+    export_checkpoint(mla, o->out, eo);
+    print_conversion_report(std::cout, report);
+    namespace fs = std::filesystem;
+    const bool wrote_tokenizer = file_exists((fs::path(o->out) / "tokenizer.json").string()) ||
+                                 file_exists((fs::path(o->out) / "tokenizer.bin").string());
+    std::printf("\nwrote %s: config.json, model.safetensors (f32)%s\n", o->out.c_str(),
+                wrote_tokenizer ? ", tokenizer" : "; no tokenizer found (pass --tokenizer)");
+  });
+}
+
+}  // namespace latte::cli

@@ -1,0 +1,52 @@
+// Checks that every rank of a communicator is making the same collective call, before the call.
+//
+// A collective whose ranks disagree on the element count corrupts memory or hangs; one whose
+// ranks call different collectives hangs. So, unless the caller turned verification off, each
+// collective first does one MPI_Allreduce(MAX) of eight int64s over the communicator:
+// (kind, -kind, count, -count, param, -param, refused, 0). From the maxima every rank learns the
+// smallest and largest value each field takes anywhere, and all ranks throw the same way or not
+// at all, so a mismatch ends with a message on every rank instead of a hang:
+//   rank 1: all_reduce on mpi world: this rank has 4 elements, another rank has 5
+// A rank whose own arguments are refused (wrong dtype, device tensor, bad root) joins the check
+// with `refused` set, so its peers throw too rather than wait in a call it will never make.
+//
+// Measured cost: one 64-byte MPI_Allreduce, about 0.2 us between two ranks over shared memory
+// (shared/notes/env-feasibility.md section 3); NCCL calls pay it over MPI on the host.
+#pragma once
+#include <mpi.h>
+
+#include <cstdint>
+#include <string>
+
+#include "core/tensor/tensor.h"
+
+namespace latte {
+
+enum class CallKind : int64_t { all_reduce = 1, all_gather, reduce_scatter, broadcast, barrier };
+const char* call_kind_name(CallKind kind);
+
+struct CallSignature {
+  CallKind kind;
+  int64_t count;      // elements per rank (all_gather: in; reduce_scatter: out); 0 for barrier
+  int64_t param = 0;  // all_reduce: the ReduceOp; broadcast: the root
+};
+
+class Watchdog;
+
+// What a communicator needs besides its MPI_Comm, from the runtime that makes it.
+struct CommContext {
+  int world_rank = -1;            // for messages
+  bool verify = true;             // check every collective across ranks first (agree_on_call)
+  Watchdog* watchdog = nullptr;   // may be null: calls are then unwatched
+};
+
+// Collective over comm when ctx.verify: throws latte::Error on every rank if any rank refused
+// its arguments (`problem` non-empty on that rank) or the signatures differ. Without verify it
+// only throws `problem` on the rank that has one. `where` is "all_reduce on mpi world".
+void agree_on_call(MPI_Comm comm, const CommContext& ctx, const std::string& where,
+                   const CallSignature& sig, const std::string& problem);
+
+// "" if t is a defined, contiguous f32 tensor on `device`; else what is wrong, naming `name`.
+std::string tensor_problem(const Tensor& t, const char* name, Device device);
+
+}  // namespace latte

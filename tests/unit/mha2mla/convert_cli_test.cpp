@@ -1,0 +1,117 @@
+// `latte convert` as a user meets it: a run writes a loadable MLA folder with its tokenizer and
+// prints the report; every malformed input exits non-zero with one line on stderr.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "tests/unit/mha2mla/mha2mla_test_util.h"
+
+namespace latte {
+namespace {
+
+const std::string kLatte = std::string(LATTE_BINARY_DIR) + "/bin/latte";
+
+struct CliRun {
+  int code;
+  std::string out, err;
+};
+
+CliRun run(const std::string& args) {
+  const std::string err_file =
+      std::filesystem::temp_directory_path() / ("latte_convert_err_" + std::to_string(::getpid()));
+  CliRun r{};
+  FILE* p = ::popen((kLatte + " " + args + " 2>" + err_file).c_str(), "r");
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  r.err = read_file_bytes(err_file);
+  std::filesystem::remove(err_file);
+  return r;
+}
+
+void expect_one_line_error(const std::string& args, const std::string& must_contain) {
+  const CliRun r = run(args);
+  EXPECT_NE(r.code, 0) << args;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << "\n" << r.err;
+  EXPECT_NE(r.err.find(must_contain), std::string::npos) << args << "\n" << r.err;
+}
+
+TEST(ConvertCli, WritesAnMlaFolderWithTokenizerAndReport) {
+  ScratchDir dir;
+  const std::string out = dir / "mla";
+  const CliRun r = run("convert -q --model " + stories_path() + " --out " + out + " --calib " + calib_text_path() +
+                       " --calib-tokens 1000 --d-kv 4");
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* s : {"2norm", "d_kv = 4", "SVD energy", "parameters", "KV cache bytes/token bf16", "-62.50 %"})
+    EXPECT_NE(r.out.find(s), std::string::npos) << s << " not in\n" << r.out;
+  EXPECT_TRUE(file_exists(out + "/tokenizer.bin"));
+  EXPECT_EQ(read_file_bytes(out + "/tokenizer.bin"), read_file_bytes(stories_tokenizer_path()));
+  const Checkpoint mla = load_checkpoint(out);
+  EXPECT_EQ(mla.config.architecture, "mla");
+  EXPECT_EQ(mla.config.kv_rank_per_head, 4);
+  EXPECT_EQ(mla.config.rope_pairs, 1);  // max(1, 8/16)
+  EXPECT_NE(mla.config.mla_provenance.find("\"calib_tokens\":1000"), std::string::npos) << mla.config.mla_provenance;
+  // The output is an MLA model: converting it again is refused.
+  expect_one_line_error("convert --model " + out + " --out " + (dir / "again") + " --rope-strategy high",
+                        "already an MLA model");
+}
+
+TEST(ConvertCli, BpeTokenizerIsWrittenAsTokenizerJson) {
+  if (!is_directory(smollm2_dir())) GTEST_SKIP() << smollm2_dir() << " is absent (bash launch/get-smollm2 fetches it)";
+  ScratchDir dir;
+  const CliRun r = run("convert -q --model " + smollm2_dir() + " --out " + (dir / "mla") +
+                       " --rope-strategy high --rope-pairs 4 --d-kv 8");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("-87.50 %"), std::string::npos) << r.out;
+  EXPECT_TRUE(file_exists(dir / "mla/tokenizer.json"));
+  const Checkpoint mla = load_checkpoint(dir / "mla");
+  ASSERT_NE(mla.tokenizer, nullptr);
+  EXPECT_EQ(mla.tokenizer->vocab_size(), 49152);
+}
+
+TEST(ConvertCli, HelpListsTheOptions) {
+  const CliRun r = run("convert --help");
+  EXPECT_EQ(r.code, 0);
+  for (const char* s : {"--model", "--out", "--rope-strategy", "--rope-pairs", "--d-kv", "--svd", "--calib",
+                        "--calib-tokens", "--sigma-split", "--tokenizer"})
+    EXPECT_NE(r.out.find(s), std::string::npos) << s;
+}
+
+TEST(ConvertCli, MalformedInputsGiveOneLine) {
+  ScratchDir dir;
+  const std::string m = stories_path(), out = " --out " + (dir / "out");
+  const std::string calib = " --calib " + calib_text_path();
+  expect_one_line_error("convert" + out, "--model");
+  expect_one_line_error("convert --model " + m, "--out");
+  expect_one_line_error("convert --model /nonexistent/model.bin" + out + " --rope-strategy high", "/nonexistent/model.bin");
+  expect_one_line_error("convert --model " + m + out + " --rope-strategy middle", "rope-strategy");
+  expect_one_line_error("convert --model " + m + out + " --svd qr --rope-strategy high", "svd");
+  expect_one_line_error("convert --model " + m + out + " --sigma-split half --rope-strategy high", "sigma-split");
+  expect_one_line_error("convert --model " + m + out, "--calib FILE");  // 2norm is the default
+  expect_one_line_error("convert --model " + m + out + " --rope-strategy high" + calib, "only by --rope-strategy 2norm");
+  expect_one_line_error("convert --model " + m + out + " --calib /nonexistent.txt", "/nonexistent.txt");
+  expect_one_line_error("convert --model " + m + out + calib + " --calib-tokens 0", "calib-tokens");
+  expect_one_line_error("convert --model " + m + out + " --rope-strategy high --rope-pairs 9", "[0, head_dim/2 = 4]");
+  expect_one_line_error("convert --model " + m + out + " --rope-strategy high --d-kv 0", "at least 1");
+  expect_one_line_error("convert --model " + m + out + " --rope-strategy high --d-kv 99",
+                        "larger than possible: at most 14 for r=1");
+  expect_one_line_error("convert --model " + m + out + " --rope-strategy high --svd split --d-kv 13",
+                        "at most 12 for r=1");
+  expect_one_line_error("convert --model " + m + out + " --rope-strategy uniform --rope-pairs 3", "uniform");
+  expect_one_line_error("convert --model " + m + out + " --rope-strategy high --tokenizer /nonexistent.bin",
+                        "/nonexistent.bin");
+  write_file_bytes(dir / "empty.txt", "");
+  expect_one_line_error("convert --model " + m + out + " --calib " + (dir / "empty.txt"), "is empty");
+  expect_one_line_error("convert --model " + m + " --out " + m + " --rope-strategy high", "is the source model");
+  EXPECT_FALSE(std::filesystem::exists(dir / "out")) << "a refused conversion wrote output";
+}
+
+}  // namespace
+}  // namespace latte

@@ -1,0 +1,52 @@
+// The calibration pass behind the 2-norm RoPE strategy (shared/notes/mha2mla-spec.md 2.3): run
+// the original model over a text and average, per layer, head and frequency pair, the 2-norm of
+// the pair's two q (and k) coordinates over all positions. RoPE rotates each pair rigidly, so
+// the norms of the post-RoPE q/k that Transformer::forward_train keeps equal the pre-RoPE ones.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "core/backend/backend.h"
+#include "core/model/config.h"
+#include "core/tensor/tensor_store.h"
+#include "core/tokenizer/tokenizer.h"
+#include "trainer/mha2mla/partial_rope.h"
+
+namespace latte {
+
+// Sums pair norms of q [B, T, n_heads, head_dim] and k [B, T, n_kv_heads, head_dim] per layer,
+// in float64, and turns them into means.
+class PairNormAccumulator {
+ public:
+  explicit PairNormAccumulator(const ModelConfig& c);
+  // Adds every position of one layer's q and k; each layer must see the same positions.
+  void add(int64_t layer, const Tensor& q, const Tensor& k);
+  void count_positions(int64_t n) { norms_.positions += n; }
+  PairNorms mean() const;  // sums / positions; invalid_argument when no position was added
+
+ private:
+  PairNorms norms_;  // holds sums until mean()
+  RopeLayout layout_;
+  int64_t head_dim_;
+};
+
+struct CalibrationOptions {
+  std::string text_path;
+  // Text tokens to run (BOS not counted). The paper used 1024 sequences x 2048 tokens (spec 2.3);
+  // this default keeps a CPU calibration of a 135M model to minutes.
+  int64_t max_tokens = 32768;
+  // Positions per forward pass, BOS included; 0: the model context, capped at 2048 (the paper's
+  // calibration length for SmolLM) because forward_train keeps every layer's activations
+  // (~1.5 MB per position for SmolLM-135M).
+  int64_t window = 0;
+  std::function<void(int64_t tokens_done, int64_t tokens_total)> progress;  // after each window
+};
+
+// Tokenizes the text (no BOS), takes up to max_tokens tokens, and runs them in windows, each
+// [BOS] + next tokens when the vocabulary has a BOS. An empty text, or one with no tokens, is
+// an invalid_argument naming the file.
+PairNorms collect_pair_norms(const ModelConfig& c, const TensorStore& weights, const Tokenizer& tokenizer,
+                             const CalibrationOptions& o, Backend& backend);
+
+}  // namespace latte

@@ -1,0 +1,222 @@
+#include "trainer/mha2mla/convert.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "core/backend/registry.h"
+#include "core/linalg/svd.h"
+
+namespace latte {
+
+const char* svd_method_name(SvdMethod m) { return m == SvdMethod::joint ? "joint" : "split"; }
+
+SvdMethod svd_method_from_name(const std::string& name) {
+  if (name == "joint") return SvdMethod::joint;
+  if (name == "split") return SvdMethod::split;
+  fail(ErrorCode::invalid_argument, "unknown SVD method '", name, "' (expected joint or split)");
+}
+
+ModelConfig mla_config(const ModelConfig& src, int64_t rope_pairs, int64_t kv_rank_per_head, RopeFreqs rope_freqs,
+                       const std::string& provenance) {
+  ModelConfig c = src;
+  c.architecture = "mla";
+  c.rope_layout = RopeLayout::interleaved;  // the [rope | nope] head layout, core/model/config.h
+  c.rope_pairs = rope_pairs;
+  c.kv_rank_per_head = kv_rank_per_head;
+  c.rope_freqs = std::move(rope_freqs);
+  c.mla_provenance = provenance;
+  c.validate("the MHA2MLA conversion");
+  return c;
+}
+
+namespace {
+
+// up [rows, D] . down [D, cols] ~= a, truncated to `rank` singular triplets.
+struct LowRank {
+  MatrixD down, up;
+  double kept_energy = 0, total_energy = 0;  // sums of sigma^2
+};
+
+LowRank low_rank(const MatrixD& a, int64_t rank, bool sigma_in_up) {
+  const Svd svd = svd_thin(a);
+  LATTE_ASSERT(rank <= int64_t(svd.s.size()));
+  LowRank lr{MatrixD(rank, a.cols), MatrixD(a.rows, rank)};
+  for (size_t i = 0; i < svd.s.size(); ++i) {
+    lr.total_energy += svd.s[i] * svd.s[i];
+    if (int64_t(i) < rank) lr.kept_energy += svd.s[i] * svd.s[i];
+  }
+  for (int64_t k = 0; k < rank; ++k) {
+    const double s = svd.s[size_t(k)];
+    const double s_up = sigma_in_up ? s : std::sqrt(s), s_down = sigma_in_up ? 1.0 : std::sqrt(s);
+    for (int64_t c = 0; c < a.cols; ++c) lr.down(k, c) = s_down * svd.vt(k, c);
+    for (int64_t i = 0; i < a.rows; ++i) lr.up(i, k) = s_up * svd.u(i, k);
+  }
+  return lr;
+}
+
+Tensor to_tensor(const MatrixD& m) {
+  Tensor t = Tensor::empty({m.rows, m.cols});
+  float* p = t.f32();
+  for (size_t i = 0; i < m.data.size(); ++i) p[i] = float(m.data[i]);
+  return t;
+}
+
+// Copies the source rows `rows` of w [*, cols] (f32 values) into m starting at row `at`.
+void gather_rows(MatrixD& m, int64_t at, const std::vector<float>& w, int64_t cols, const std::vector<int64_t>& rows) {
+  for (size_t t = 0; t < rows.size(); ++t)
+    for (int64_t c = 0; c < cols; ++c) m(at + int64_t(t), c) = double(w[size_t(rows[t] * cols + c)]);
+}
+
+void gather_rows(Tensor& out, int64_t at, const std::vector<float>& w, int64_t cols, const std::vector<int64_t>& rows) {
+  float* dst = out.f32();
+  for (size_t t = 0; t < rows.size(); ++t)
+    std::memcpy(dst + (at + int64_t(t)) * cols, w.data() + rows[t] * cols, size_t(cols) * sizeof(float));
+}
+
+std::vector<int64_t> offset(const std::vector<int64_t>& rows, int64_t by) {
+  std::vector<int64_t> out(rows);
+  for (int64_t& r : out) r += by;
+  return out;
+}
+
+// The widest latent the weights can fill: D beyond the factorized matrix's rank bound would be
+// zero columns (joint: A = [k_nope; v] is [n_kv*(2 head_dim - 2r), dim]; split: each half has
+// D/2 ranks and its own bound).
+int64_t max_kv_rank_per_head(const ModelConfig& c, int64_t r, SvdMethod svd) {
+  const int64_t nope_rows = c.n_kv_heads * (c.head_dim - 2 * r), v_rows = c.kv_dim();
+  const int64_t max_d = svd == SvdMethod::joint ? std::min(c.dim, nope_rows + v_rows)
+                                                : 2 * std::min({c.dim, nope_rows, v_rows});
+  return max_d / c.n_kv_heads;
+}
+
+}  // namespace
+
+Checkpoint convert_to_mla(const Checkpoint& src, const ConvertOptions& o, ConversionReport* report) {
+  const ModelConfig& c = src.config;
+  LATTE_REQUIRE(!c.is_mla(), ErrorCode::invalid_argument, src.tensors.origin,
+                " is already an MLA model (architecture mla); convert its Llama source instead");
+  const int64_t hd = c.head_dim, n_kv = c.n_kv_heads, g = c.n_heads / c.n_kv_heads;
+  const int64_t r = o.rope_pairs == -1 ? std::max<int64_t>(1, hd / 16) : o.rope_pairs;
+  LATTE_REQUIRE(r >= 0 && r <= hd / 2, ErrorCode::invalid_argument, "rope pairs r = ", r,
+                " is outside the valid range [0, head_dim/2 = ", hd / 2, "]");
+  const int64_t d_kv = o.kv_rank_per_head == -1 ? std::max<int64_t>(1, hd / 4) : o.kv_rank_per_head;
+  LATTE_REQUIRE(d_kv >= 1, ErrorCode::invalid_argument, "d_kv (latent rank per KV head) is ", d_kv,
+                ", must be at least 1");
+  const int64_t d_max = max_kv_rank_per_head(c, r, o.svd);
+  LATTE_REQUIRE(d_kv <= d_max, ErrorCode::invalid_argument, "d_kv ", d_kv, " larger than possible: at most ", d_max,
+                " for r=", r, " with SVD ", svd_method_name(o.svd), " (latent D = n_kv_heads*d_kv = ", n_kv * d_kv,
+                " exceeds the rank of the factorized weights)");
+  const int64_t D = n_kv * d_kv, d_c = hd - 2 * r;
+  LATTE_REQUIRE(o.svd == SvdMethod::joint || D % 2 == 0, ErrorCode::invalid_argument,
+                "SVD split gives half the latent to keys and half to values, but D = n_kv_heads*d_kv = ", D, " is odd");
+
+  PairNorms norms;
+  if (o.strategy == RopeStrategy::two_norm) {
+    const Tokenizer* tok = o.tokenizer ? o.tokenizer : src.tokenizer.get();
+    LATTE_REQUIRE(!o.calibration.text_path.empty(), ErrorCode::invalid_argument,
+                  "rope strategy 2norm needs a calibration text (--calib FILE)");
+    LATTE_REQUIRE(tok != nullptr, ErrorCode::invalid_argument,
+                  "rope strategy 2norm needs a tokenizer for the calibration text (--tokenizer PATH)");
+    norms = collect_pair_norms(c, src.tensors, *tok, o.calibration, o.backend ? *o.backend : cpu_backend());
+  }
+  RopeFreqs freqs = select_rope_freqs(o.strategy, r, c, o.strategy == RopeStrategy::two_norm ? &norms : nullptr);
+
+  nlohmann::json prov = {{"method", "MHA2MLA"},
+                         {"source", o.source_name.empty() ? src.tensors.origin : o.source_name},
+                         {"source_rope_layout", rope_layout_name(c.rope_layout)},
+                         {"strategy", rope_strategy_name(o.strategy)},
+                         {"svd", svd_method_name(o.svd)},
+                         {"sigma_in_up", o.sigma_in_up},
+                         {"r", r},
+                         {"d_kv", d_kv}};
+  if (o.strategy == RopeStrategy::two_norm) {
+    prov["calib_file"] = o.calibration.text_path;
+    prov["calib_tokens"] = norms.text_tokens;
+  }
+
+  Checkpoint dst;
+  dst.config = mla_config(c, r, d_kv, freqs, prov.dump());
+  dst.format = "mha2mla";  // made in memory, not read from a file
+  dst.tensors.origin = src.tensors.origin + " (converted to MLA)";
+  const std::string made_here = "the MHA2MLA conversion of " + src.tensors.origin;
+  ConversionReport rep = size_report(c, dst.config);
+  rep.strategy = rope_strategy_name(o.strategy);
+  rep.svd = svd_method_name(o.svd);
+  rep.calib_positions = norms.positions;
+
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const std::string p = str_cat("model.layers.", l, ".self_attn.");
+    const std::vector<float> wq = src.tensors.get(p + "q_proj.weight", {c.q_dim(), c.dim}).to_vector();
+    const std::vector<float> wk = src.tensors.get(p + "k_proj.weight", {c.kv_dim(), c.dim}).to_vector();
+    const std::vector<float> wv = src.tensors.get(p + "v_proj.weight", {c.kv_dim(), c.dim}).to_vector();
+
+    std::vector<HeadRows> heads;
+    for (int64_t j = 0; j < n_kv; ++j) heads.push_back(head_rows(freqs[size_t(l)][size_t(j)], c.rope_layout, hd));
+
+    // Queries: each head reordered [rope | nope] with its KV head's split; no low rank (spec 2.5).
+    Tensor q = Tensor::empty({c.q_dim(), c.dim});
+    for (int64_t h = 0; h < c.n_heads; ++h) {
+      const HeadRows& hr = heads[size_t(h / g)];
+      gather_rows(q, h * hd, wq, c.dim, offset(hr.rope, h * hd));
+      gather_rows(q, h * hd + 2 * r, wq, c.dim, offset(hr.nope, h * hd));
+    }
+    // RoPE keys stay full rank; the no-RoPE keys and the values share one latent. A = [k_nope; v]
+    // [n_kv*d_c + n_kv*hd, dim] is the transpose of the spec's M = [W_k,nope | W_v], so spec 3.2's
+    // W_dkv = U_D is our Vt_D and its Sigma_D V_D^T our U_D Sigma_D.
+    Tensor k_rope = Tensor::empty({n_kv * 2 * r, c.dim});
+    MatrixD k_nope(n_kv * d_c, c.dim), v(n_kv * hd, c.dim);
+    std::vector<int64_t> all(static_cast<size_t>(hd));
+    for (int64_t d = 0; d < hd; ++d) all[size_t(d)] = d;
+    for (int64_t j = 0; j < n_kv; ++j) {
+      gather_rows(k_rope, j * 2 * r, wk, c.dim, offset(heads[size_t(j)].rope, j * hd));
+      gather_rows(k_nope, j * d_c, wk, c.dim, offset(heads[size_t(j)].nope, j * hd));
+      gather_rows(v, j * hd, wv, c.dim, offset(all, j * hd));
+    }
+
+    MatrixD down, k_up(n_kv * d_c, D), v_up(n_kv * hd, D);
+    if (o.svd == SvdMethod::joint) {
+      MatrixD a(k_nope.rows + v.rows, c.dim);
+      std::copy(k_nope.data.begin(), k_nope.data.end(), a.data.begin());
+      std::copy(v.data.begin(), v.data.end(), a.data.begin() + long(k_nope.data.size()));
+      LowRank lr = low_rank(a, D, o.sigma_in_up);
+      down = std::move(lr.down);
+      std::copy(lr.up.data.begin(), lr.up.data.begin() + long(k_up.data.size()), k_up.data.begin());
+      std::copy(lr.up.data.begin() + long(k_up.data.size()), lr.up.data.end(), v_up.data.begin());
+      rep.energy_kept.push_back(lr.total_energy > 0 ? lr.kept_energy / lr.total_energy : 1.0);
+    } else {
+      // Latent = [c_k (D/2) | c_v (D/2)]: keys read only the first half, values only the second.
+      const int64_t half = D / 2;
+      LowRank lk = low_rank(k_nope, half, o.sigma_in_up), lv = low_rank(v, half, o.sigma_in_up);
+      down = MatrixD(D, c.dim);
+      std::copy(lk.down.data.begin(), lk.down.data.end(), down.data.begin());
+      std::copy(lv.down.data.begin(), lv.down.data.end(), down.data.begin() + long(lk.down.data.size()));
+      for (int64_t i = 0; i < k_up.rows; ++i)
+        for (int64_t k = 0; k < half; ++k) k_up(i, k) = lk.up(i, k);
+      for (int64_t i = 0; i < v_up.rows; ++i)
+        for (int64_t k = 0; k < half; ++k) v_up(i, half + k) = lv.up(i, k);
+      const double total = lk.total_energy + lv.total_energy;
+      rep.energy_kept.push_back(total > 0 ? (lk.kept_energy + lv.kept_energy) / total : 1.0);
+    }
+
+    dst.tensors.put(p + "q_proj.weight", q, made_here);
+    dst.tensors.put(p + "kv_a_proj.weight", to_tensor(down), made_here);
+    dst.tensors.put(p + "k_rope_proj.weight", k_rope, made_here);
+    dst.tensors.put(p + "k_b_proj.weight", to_tensor(k_up), made_here);
+    dst.tensors.put(p + "v_b_proj.weight", to_tensor(v_up), made_here);
+  }
+  // Everything outside q/k/v keeps its values, widened to f32 like the new tensors.
+  for (const auto& [name, entry] : src.tensors.entries()) {
+    if (dst.tensors.has(name) || name.ends_with(".self_attn.k_proj.weight") ||
+        name.ends_with(".self_attn.v_proj.weight"))
+      continue;
+    Tensor t = entry.tensor.dtype() == DType::f32 ? entry.tensor : entry.tensor.to(DType::f32);
+    dst.tensors.put(name, t, entry.file);
+  }
+  check_model_tensors(dst.config, dst.tensors);
+  if (report) *report = std::move(rep);
+  return dst;
+}
+
+}  // namespace latte

@@ -1,0 +1,53 @@
+// MHA2MLA conversion of a Llama MHA/GQA checkpoint (shared/notes/mha2mla-spec.md 2.5, 3.1-3.3,
+// 3.8): partial RoPE on r frequency pairs per KV head, the rest of the keys and all values
+// through one low-rank latent of width D = n_kv_heads * d_kv per token, factorized by SVD of
+// the weights in float64. The result is an MLA checkpoint (core/model/config.h,
+// core/model/model_tensors.h); only the attention's K/V side and q_proj's row order change.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/checkpoint/checkpoint.h"
+#include "trainer/mha2mla/calibration.h"
+#include "trainer/mha2mla/conversion_report.h"
+#include "trainer/mha2mla/partial_rope.h"
+
+namespace latte {
+
+// joint: one SVD of [k_nope; v] (the paper's default, spec 3.2); split: one SVD each, D/2 ranks
+// apiece (ablation, spec 3.3).
+enum class SvdMethod { joint, split };
+const char* svd_method_name(SvdMethod m);
+SvdMethod svd_method_from_name(const std::string& name);
+
+struct ConvertOptions {
+  RopeStrategy strategy = RopeStrategy::two_norm;  // the paper's default (spec 2.2)
+  // r, kept frequency pairs per head; -1: head_dim/16 (the paper's choice, spec 2.4), at least 1.
+  int64_t rope_pairs = -1;
+  // d_kv, latent rank per KV head; -1: head_dim/4, at least 1. With r = head_dim/16 that caches
+  // 2r + d_kv = 3/16 of a head pair per KV head: the paper's middle setting (-81.25 %, d_kv 16
+  // for SmolLM, 32 for Llama-2-7B).
+  int64_t kv_rank_per_head = -1;
+  SvdMethod svd = SvdMethod::joint;
+  // true (both code generations, what produced the paper's tables): kv_a_proj = V_D^T with
+  // orthonormal rows, up = U_D Sigma_D. false (the paper's text): Sigma_D^(1/2) on each side.
+  bool sigma_in_up = true;
+  CalibrationOptions calibration;        // the text for strategy two_norm
+  const Tokenizer* tokenizer = nullptr;  // for calibration; null: the checkpoint's own
+  Backend* backend = nullptr;            // runs the calibration; null: the CPU backend
+  std::string source_name;               // recorded in mla_provenance
+};
+
+// The MLA config for src with these choices (validated); provenance is JSON text.
+ModelConfig mla_config(const ModelConfig& src, int64_t rope_pairs, int64_t kv_rank_per_head, RopeFreqs rope_freqs,
+                       const std::string& provenance);
+
+// Converts src (architecture llama, any RoPE layout, any weight dtype) into an MLA checkpoint with
+// f32 tensors; the embedding, norms, MLP and o_proj keep their values. report may be null.
+// Refuses (invalid_argument, one line): an MLA source, r outside [0, head_dim/2], d_kv < 1, a
+// latent wider than the factorized matrix's rank bound, an odd D for split, 2norm without a
+// calibration text or tokenizer, an empty calibration text.
+Checkpoint convert_to_mla(const Checkpoint& src, const ConvertOptions& o, ConversionReport* report);
+
+}  // namespace latte

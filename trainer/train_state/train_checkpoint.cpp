@@ -1,0 +1,112 @@
+#include "trainer/train_state/train_checkpoint.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/base/file_io.h"
+#include "core/checkpoint/checkpoint.h"
+#include "core/checkpoint/safetensors_file.h"
+
+namespace latte {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::string step_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step-%08lld", (long long)step);
+  return buf;
+}
+
+std::string model_file(int64_t tp) { return str_cat("model-tp", tp, ".safetensors"); }
+std::string optim_file(int64_t tp, int64_t dp) { return str_cat("optim-tp", tp, "-dp", dp, ".safetensors"); }
+
+json layout_json(const TrainLayout& l) {
+  return {{"tp_size", l.tp_size}, {"dp_size", l.dp_size}, {"zero1", l.zero1}};
+}
+
+}  // namespace
+
+void save_train_checkpoint(const std::string& out_dir, const CheckpointState& st, const TensorStore& model_shard,
+                           const TensorStore& optim_state, Communicator& world) {
+  const fs::path root = fs::path(out_dir) / "checkpoints";
+  const fs::path partial = root / (step_name(st.step) + ".partial");
+  const fs::path final_dir = root / step_name(st.step);
+  if (world.rank() == 0) {
+    fs::create_directories(root);
+    fs::remove_all(partial);  // a stale attempt from a killed run
+    fs::create_directories(partial);
+  }
+  world.barrier();
+  const TrainLayout& l = st.layout;
+  if (l.dp_rank == 0) write_safetensors_file((partial / model_file(l.tp_rank)).string(), model_shard, DType::f32);
+  if (l.dp_rank == 0 || l.zero1)
+    write_safetensors_file((partial / optim_file(l.tp_rank, l.zero1 ? l.dp_rank : 0)).string(), optim_state, DType::f32);
+  world.barrier();
+  if (world.rank() == 0) {
+    json j;
+    j["step"] = st.step;
+    j["seed"] = st.seed;
+    j["layout"] = layout_json(l);
+    j["config"] = json::parse(config_to_json_text(st.config));
+    j["data"] = {{"path", st.data_path}, {"tokens", st.data_tokens}};
+    j["optimizer"] = {{"steps", st.optim.steps}, {"total", st.optim.total}};
+    if (!st.metrics_json.empty()) j["metrics"] = json::parse(st.metrics_json);
+    atomic_write_string((partial / "state.json").string(), j.dump(2) + "\n");
+    fs::remove_all(final_dir);
+    fs::rename(partial, final_dir);  // the commit point
+    atomic_write_string((root / "latest").string(), step_name(st.step) + "\n");
+  }
+  world.barrier();
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& out_dir) {
+  const fs::path root = fs::path(out_dir) / "checkpoints";
+  if (!fs::exists(root / "latest")) return std::nullopt;
+  std::string name = read_text_file((root / "latest").string());
+  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+  const fs::path dir = root / name;
+  if (!fs::exists(dir / "state.json")) return std::nullopt;
+  return dir.string();
+}
+
+LoadedTrainState load_train_checkpoint(const std::string& dir, const TrainLayout& l, const ModelConfig& config,
+                                       const std::string& data_path, int64_t data_tokens) {
+  const std::string state_path = (fs::path(dir) / "state.json").string();
+  json j;
+  try {
+    j = json::parse(read_text_file(state_path));
+  } catch (const json::exception& e) {
+    fail(ErrorCode::bad_file, state_path, ": not valid JSON (", e.what(), ")");
+  }
+  LoadedTrainState out;
+  CheckpointState& st = out.state;
+  st.step = j.at("step").get<int64_t>();
+  st.seed = j.at("seed").get<uint64_t>();
+  const ModelConfig saved = config_from_json_text(j.at("config").dump(), state_path);
+  LATTE_REQUIRE(config_to_json_text(saved) == config_to_json_text(config), ErrorCode::bad_file, "cannot resume from ",
+                dir, ": it is a checkpoint of another model (its config.json differs from --model's)");
+  const json& lj = j.at("layout");
+  LATTE_REQUIRE(lj.at("tp_size").get<int64_t>() == l.tp_size && lj.at("dp_size").get<int64_t>() == l.dp_size &&
+                    lj.at("zero1").get<bool>() == l.zero1,
+                ErrorCode::bad_file, "cannot resume from ", dir, ": it was written with tp ", lj.at("tp_size").get<int64_t>(),
+                " dp ", lj.at("dp_size").get<int64_t>(), " zero1 ", lj.at("zero1").get<bool>(), ", this run has tp ", l.tp_size,
+                " dp ", l.dp_size, " zero1 ", l.zero1);
+  LATTE_REQUIRE(j.at("data").at("tokens").get<int64_t>() == data_tokens, ErrorCode::bad_file, "cannot resume from ", dir,
+                ": it trained on ", j.at("data").at("path").get<std::string>(), " (", j.at("data").at("tokens").get<int64_t>(),
+                " tokens), this run's --data ", data_path, " has ", data_tokens);
+  st.layout = l;
+  st.config = saved;
+  st.data_path = data_path;
+  st.data_tokens = data_tokens;
+  st.optim.steps = j.at("optimizer").at("steps").get<int64_t>();
+  st.optim.total = j.at("optimizer").at("total").get<int64_t>();
+  out.model_shard = read_safetensors_file((fs::path(dir) / model_file(l.tp_rank)).string());
+  out.optim_state = read_safetensors_file((fs::path(dir) / optim_file(l.tp_rank, l.zero1 ? l.dp_rank : 0)).string());
+  return out;
+}
+
+}  // namespace latte
