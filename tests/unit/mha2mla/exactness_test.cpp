@@ -1,0 +1,171 @@
+// Exact before approximate (shared/notes/mha2mla-spec.md section 3.7), on logits:
+//  1. r = head_dim/2 with a full-rank latent reproduces the source model, for the shipped GQA
+//     model, its exact MHA twin and a random head_dim-64 model, each in both RoPE layouts;
+//  2. for r < head_dim/2 a full-rank latent reproduces the partial-RoPE model exactly: the
+//     reference is an MLA model whose "latent" is the token's input itself (kv_a_proj = identity,
+//     k_b_proj / v_b_proj = the source's no-RoPE key rows and value rows), so it has partial RoPE
+//     and no SVD at all;
+//  3. the MHA twin (each KV head repeated for the query heads it serves) is the same function as
+//     the GQA model it came from.
+// Metric: relative error ||a - b||_2 / ||a||_2 over all logits of a prompt, < 1e-5 in f32 (the
+// factorized weights change the order of the f32 sums; the errors seen are ~1e-7).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/backend/registry.h"
+#include "core/model/transformer.h"
+#include "tests/unit/mha2mla/mha2mla_test_util.h"
+#include "trainer/mha2mla/convert.h"
+#include "trainer/mha2mla/partial_rope.h"
+
+namespace latte {
+namespace {
+
+// The MHA twin: n_kv_heads = n_heads, KV head h a copy of the source's KV head h / group.
+Checkpoint mha_twin(const Checkpoint& src) {
+  Checkpoint twin;
+  twin.config = src.config;
+  twin.config.n_kv_heads = src.config.n_heads;
+  twin.format = src.format;
+  twin.tensors.origin = "mha twin of " + src.tensors.origin;
+  const int64_t hd = src.config.head_dim, group = src.config.n_heads / src.config.n_kv_heads;
+  for (const auto& [name, e] : src.tensors.entries()) {
+    const bool kv = name.find("k_proj.weight") != std::string::npos || name.find("v_proj.weight") != std::string::npos;
+    if (!kv) {
+      twin.tensors.put(name, e.tensor, e.file);
+      continue;
+    }
+    Tensor full = e.tensor.to(DType::f32);
+    Tensor out = Tensor::empty({src.config.n_heads * hd, src.config.dim});
+    for (int64_t h = 0; h < src.config.n_heads; ++h)
+      out.slice(h * hd, (h + 1) * hd).copy_from(full.slice((h / group) * hd, (h / group + 1) * hd));
+    twin.tensors.put(name, out, e.file);
+  }
+  return twin;
+}
+
+std::vector<float> logits(const Checkpoint& ck, const std::vector<int32_t>& tokens) {
+  Transformer m(ck.config, weights_from_store(ck.config, ck.tensors), cpu_backend());
+  KvCache cache = KvCache::create(ck.config, 1, int64_t(tokens.size()));
+  return m.forward(tokens, 1, cache, LogitsFor::all_positions, MlaForm::expanded).to_vector();
+}
+
+double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    den += double(a[i]) * a[i];
+  }
+  return std::sqrt(num / den);
+}
+
+std::vector<int32_t> prompt(const ModelConfig& c) {
+  std::vector<int32_t> t;
+  for (int i = 0; i < 12; ++i) t.push_back(int32_t((i * 37 + 5) % c.vocab_size));
+  return t;
+}
+
+ConvertOptions full_rank(const ModelConfig& c, int64_t r, RopeStrategy s = RopeStrategy::high) {
+  ConvertOptions o;
+  o.strategy = s;
+  o.rope_pairs = r;
+  // The rank bound of [k_nope; v] is min(dim, n_kv * (head_dim - 2r + head_dim)).
+  const int64_t bound = std::min(c.dim, c.n_kv_heads * (2 * c.head_dim - 2 * r));
+  o.kv_rank_per_head = (bound + c.n_kv_heads - 1) / c.n_kv_heads;
+  while (o.kv_rank_per_head * c.n_kv_heads > bound) --o.kv_rank_per_head;
+  if (o.kv_rank_per_head * c.n_kv_heads < bound) ADD_FAILURE() << "no per-head rank reaches the bound " << bound;
+  return o;
+}
+
+struct Fixture {
+  std::string name;
+  Checkpoint ck;
+};
+
+std::vector<Fixture> fixtures() {
+  std::vector<Fixture> out;
+  for (RopeLayout layout : {RopeLayout::interleaved, RopeLayout::rotate_half}) {
+    const std::string l = rope_layout_name(layout);
+    out.push_back({"stories260K GQA " + l, stories(layout)});
+    out.push_back({"stories260K MHA twin " + l, mha_twin(stories(layout))});
+    // head_dim 64: 4 heads, MHA, dim 256 (so the rank bound n_kv * head_dim = dim is reachable).
+    Checkpoint r = random_llama(256, 4, 4, 64, 2, layout, 17);
+    for (auto& [name, e] : r.tensors.entries()) {
+      // N(0, 1) weights at dim 256 saturate the softmax; scale the matrices to keep logits O(1..10).
+      if (e.tensor.ndim() == 2) {
+        float* p = const_cast<Tensor&>(e.tensor).f32();
+        for (int64_t i = 0; i < e.tensor.numel(); ++i) p[i] *= 0.08f;
+      }
+    }
+    out.push_back({"random head_dim 64 " + l, std::move(r)});
+  }
+  return out;
+}
+
+TEST(MlaExactness, MhaTwinIsTheSameFunction) {
+  for (RopeLayout layout : {RopeLayout::interleaved, RopeLayout::rotate_half}) {
+    Checkpoint gqa = stories(layout);
+    const auto t = prompt(gqa.config);
+    EXPECT_LT(relative_error(logits(gqa, t), logits(mha_twin(gqa), t)), 1e-6) << rope_layout_name(layout);
+  }
+}
+
+TEST(MlaExactness, FullRopeFullRankReproducesTheSource) {
+  for (const Fixture& f : fixtures()) {
+    const ModelConfig& c = f.ck.config;
+    const Checkpoint mla = convert_to_mla(f.ck, full_rank(c, c.head_dim / 2), nullptr);
+    const auto t = prompt(c);
+    const double err = relative_error(logits(f.ck, t), logits(mla, t));
+    EXPECT_LT(err, 1e-5) << f.name;
+    EXPECT_GT(err, 0.0) << f.name << ": identical bits would mean the comparison saw one model twice";
+  }
+}
+
+// The partial-RoPE model without any SVD: an MLA checkpoint whose latent is the input itself.
+Checkpoint identity_latent(const Checkpoint& src, const Checkpoint& converted) {
+  const ModelConfig& s = src.config;
+  Checkpoint ref;
+  ref.config = converted.config;
+  ref.config.kv_rank_per_head = s.dim / s.n_kv_heads;  // D = dim
+  ref.tensors = converted.tensors;
+  const int64_t hd = s.head_dim, dc = converted.config.nope_dim();
+  for (int64_t l = 0; l < s.n_layers; ++l) {
+    const std::string p = str_cat("model.layers.", l, ".self_attn.");
+    Tensor k = src.tensors.get(p + "k_proj.weight").to(DType::f32);
+    Tensor v = src.tensors.get(p + "v_proj.weight").to(DType::f32);
+    Tensor eye = Tensor::zeros({s.dim, s.dim});
+    for (int64_t i = 0; i < s.dim; ++i) eye.f32()[i * s.dim + i] = 1.0f;
+    Tensor k_nope = Tensor::empty({s.n_kv_heads * dc, s.dim});
+    for (int64_t j = 0; j < s.n_kv_heads; ++j) {
+      const HeadRows rows = head_rows(converted.config.rope_freqs[size_t(l)][size_t(j)], s.rope_layout, hd);
+      for (int64_t e = 0; e < dc; ++e)
+        k_nope.slice(j * dc + e, j * dc + e + 1).copy_from(k.slice(j * hd + rows.nope[size_t(e)], j * hd + rows.nope[size_t(e)] + 1));
+    }
+    ref.tensors.put(p + "kv_a_proj.weight", eye, "identity");
+    ref.tensors.put(p + "k_b_proj.weight", k_nope, "source k_proj");
+    ref.tensors.put(p + "v_b_proj.weight", v, "source v_proj");
+  }
+  ref.tensors.origin = "identity-latent partial-RoPE reference";
+  return ref;
+}
+
+TEST(MlaExactness, PartialRopeWithFullRankLatentIsThePartialRopeModel) {
+  for (const Fixture& f : fixtures()) {
+    const ModelConfig& c = f.ck.config;
+    if (c.dim % c.n_kv_heads != 0) continue;
+    for (int64_t r : {int64_t(1), c.head_dim / 4}) {
+      const Checkpoint mla = convert_to_mla(f.ck, full_rank(c, r), nullptr);
+      const Checkpoint ref = identity_latent(f.ck, mla);
+      const auto t = prompt(c);
+      const std::vector<float> a = logits(ref, t), b = logits(mla, t);
+      EXPECT_LT(relative_error(a, b), 1e-5) << f.name << " r=" << r;
+      // And partial RoPE is a different function from the source (the test is not vacuous).
+      EXPECT_GT(relative_error(logits(f.ck, t), a), 1e-3) << f.name << " r=" << r;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace latte
