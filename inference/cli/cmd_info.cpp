@@ -20,6 +20,13 @@ void add_info(CLI::App& app) {
     std::printf("vocab %lld  context %lld  rope_theta %g  rope_layout %s  norm_eps %g  tied %s\n",
                 (long long)c.vocab_size, (long long)c.max_seq_len, double(c.rope_theta), rope_layout_name(c.rope_layout),
                 double(c.norm_eps), c.tied_embeddings ? "yes" : "no");
+    if (c.is_mla()) {
+      std::printf("mla          r %lld (%lld RoPE dims per head), d_kv %lld, latent width %lld; cache per layer per token "
+                  "n_kv*(2r+d_kv) = %lld*(%lld+%lld) = %lld elements\n",
+                  (long long)c.rope_pairs, (long long)c.rope_dim(), (long long)c.kv_rank_per_head,
+                  (long long)c.kv_lora_rank(), (long long)c.n_kv_heads, (long long)c.rope_dim(),
+                  (long long)c.kv_rank_per_head, (long long)(c.n_kv_heads * (c.rope_dim() + c.kv_rank_per_head)));
+    }
     std::printf("parameters   %lld\n", (long long)c.parameter_count());
     int64_t per_token = c.kv_cache_elements_per_token();
     std::printf("kv cache     %lld elements/token = %lld B/token f32, %lld B/token bf16 (all %lld layers)\n",

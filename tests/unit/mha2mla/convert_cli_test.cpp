@@ -115,3 +115,28 @@ TEST(ConvertCli, MalformedInputsGiveOneLine) {
 
 }  // namespace
 }  // namespace latte
+
+namespace latte {
+namespace {
+
+// latte info on an MLA conversion reports n_kv * (2r + d_kv) elements per layer per token.
+TEST(ConvertCli, InfoReportsTheLatentCacheFormula) {
+  const std::string latte = std::string(LATTE_BINARY_DIR) + "/bin/latte";
+  const std::string out = (std::filesystem::temp_directory_path() / ("latte_info_mla_" + std::to_string(::getpid()))).string();
+  const std::string model = std::string(LATTE_MODELS_DIR) + "/stories260K/stories260K.bin";
+  ASSERT_EQ(std::system((latte + " convert --model " + model + " --out " + out +
+                         " --rope-strategy high --rope-pairs 1 --d-kv 4 > /dev/null").c_str()), 0);
+  FILE* p = ::popen((latte + " info --model " + out).c_str(), "r");
+  std::string text;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
+  EXPECT_EQ(::pclose(p), 0);
+  // 4 KV heads * (2*1 + 4) = 24 per layer; 5 layers -> 120 elements = 480 B in f32.
+  EXPECT_NE(text.find("n_kv*(2r+d_kv) = 4*(2+4) = 24 elements"), std::string::npos) << text;
+  EXPECT_NE(text.find("120 elements/token = 480 B/token f32"), std::string::npos) << text;
+  std::filesystem::remove_all(out);
+}
+
+}  // namespace
+}  // namespace latte
