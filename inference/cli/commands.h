@@ -14,6 +14,7 @@ void add_tokenize(CLI::App& app);
 void add_train(CLI::App& app);
 void add_convert(CLI::App& app);
 void add_plan(CLI::App& app);
+void add_plot(CLI::App& app);
 
 // --threads N for OpenMP and OpenBLAS (0: leave the defaults).
 void add_threads_option(CLI::App& cmd, int& threads);

@@ -1,6 +1,8 @@
 #include "trainer/train_state/train_checkpoint.h"
 
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -35,6 +37,12 @@ void save_train_checkpoint(const std::string& out_dir, const CheckpointState& st
   const fs::path root = fs::path(out_dir) / "checkpoints";
   const fs::path partial = root / (step_name(st.step) + ".partial");
   const fs::path final_dir = root / step_name(st.step);
+  // TEST HOOK, used only by tests/unit/cli/train_kill_test.cpp: LATTE_TEST_KILL_IN_SAVE=N makes the
+  // save of step N kill this process with SIGKILL (as a crash or the OOM killer would) after every
+  // file of step-N.partial is written and before the commit rename, so the test can check that
+  // --resume ignores the half-made checkpoint. Unset (always, outside that test) it does nothing.
+  const char* kill_in_save_env = std::getenv("LATTE_TEST_KILL_IN_SAVE");
+  const bool kill_in_save = kill_in_save_env && std::strtoll(kill_in_save_env, nullptr, 10) == st.step;
   if (world.rank() == 0) {
     fs::create_directories(root);
     fs::remove_all(partial);  // a stale attempt from a killed run
@@ -56,6 +64,7 @@ void save_train_checkpoint(const std::string& out_dir, const CheckpointState& st
     j["optimizer"] = {{"steps", st.optim.steps}, {"total", st.optim.total}};
     if (!st.metrics_json.empty()) j["metrics"] = json::parse(st.metrics_json);
     atomic_write_string((partial / "state.json").string(), j.dump(2) + "\n");
+    if (kill_in_save) std::raise(SIGKILL);  // TEST HOOK (see above): die before the commit
     fs::remove_all(final_dir);
     fs::rename(partial, final_dir);  // the commit point
     atomic_write_string((root / "latest").string(), step_name(st.step) + "\n");

@@ -1,0 +1,147 @@
+// `latte train` as a user meets it: bad inputs exit non-zero with one line on stderr naming the
+// problem (a missing shard, a shard of another vocabulary or tokenizer, --tp that does not divide
+// the ranks, --resume from a checkpoint of another model or another --seed, --seq over the context).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kLatte = std::string(LATTE_BINARY_DIR) + "/bin/latte";
+const std::string kModels = LATTE_MODELS_DIR;
+const std::string kTestData = LATTE_TEST_DATA_DIR;
+const std::string kModel = kModels + "/stories260K/stories260K.bin";
+const std::string kTok = kModels + "/stories260K/tok512.bin";
+
+struct CliRun {
+  int code;
+  std::string out, err;
+};
+
+CliRun run(const std::string& args) {
+  std::string err_file = fs::temp_directory_path() / ("latte_train_cli_err_" + std::to_string(::getpid()));
+  std::string cmd = kLatte + " " + args + " 2>" + err_file;
+  CliRun r{};
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  std::ifstream e(err_file);
+  r.err.assign(std::istreambuf_iterator<char>(e), {});
+  fs::remove(err_file);
+  return r;
+}
+
+int lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+void expect_one_line_error(const std::string& args, const std::string& must_contain) {
+  CliRun r = run(args);
+  EXPECT_NE(r.code, 0) << args;
+  EXPECT_EQ(lines(r.err), 1) << args << "\n" << r.err;
+  EXPECT_NE(r.err.find(must_contain), std::string::npos) << args << "\n" << r.err;
+}
+
+// A token shard written byte by byte in the documented layout (trainer/data/token_shard.h).
+void write_shard(const std::string& path, uint64_t vocab, const std::string& tokenizer_id, uint16_t token, uint64_t count) {
+  std::string h(64, '\0');
+  std::memcpy(h.data(), "LATTETOK", 8);
+  const uint32_t version = 1, token_bytes = 2;
+  std::memcpy(h.data() + 8, &version, 4);
+  std::memcpy(h.data() + 12, &token_bytes, 4);
+  std::memcpy(h.data() + 16, &vocab, 8);
+  std::memcpy(h.data() + 24, &count, 8);
+  std::memcpy(h.data() + 32, tokenizer_id.data(), std::min<size_t>(tokenizer_id.size(), 32));
+  std::ofstream f(path, std::ios::binary);
+  f << h;
+  for (uint64_t i = 0; i < count; ++i) f.write(reinterpret_cast<const char*>(&token), 2);
+}
+
+class TrainCliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = (fs::temp_directory_path() / ("latte_train_cli_" + std::to_string(::getpid()))).string();
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    std::ifstream in(kModels + "/stories260K/tinystories_valid_head.txt", std::ios::binary);
+    std::string text(20000, '\0');
+    in.read(text.data(), std::streamsize(text.size()));
+    std::ofstream(dir_ + "/head.txt", std::ios::binary) << text;
+    CliRun r = run("tokenize --tokenizer " + kTok + " " + dir_ + "/head.txt -o " + shard());
+    ASSERT_EQ(r.code, 0) << r.err;
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static std::string shard() { return dir_ + "/shard.bin"; }
+  static std::string train(const std::string& model, const std::string& data, const std::string& out,
+                           const std::string& seq = "64") {
+    return "train --model " + model + " --data " + data + " --out " + out + " --seq " + seq +
+           " --steps 4 --micro-batch 2 --save-every 2 --eval-every 0 --eval-batches 1 -q";
+  }
+  static std::string dir_;
+};
+
+std::string TrainCliTest::dir_;
+
+TEST_F(TrainCliTest, MissingShard) {
+  expect_one_line_error(train(kModel, dir_ + "/nope.bin", dir_ + "/o1"), "token shard not found: " + dir_ + "/nope.bin");
+}
+
+TEST_F(TrainCliTest, ShardOfAnotherVocabulary) {
+  // A larger vocabulary than the model's 512.
+  write_shard(dir_ + "/v1000.bin", 1000, "other:1000", 700, 3000);
+  expect_one_line_error(train(kModel, dir_ + "/v1000.bin", dir_ + "/o2"), "vocabulary of 1000 tokens");
+  // A vocabulary that fits in 512 ids but from another tokenizer, made by latte tokenize itself.
+  const std::string other_tok = kTestData + "/tokenizers/bytelevel_gpt2.json";
+  CliRun t = run("tokenize --tokenizer " + other_tok + " " + dir_ + "/head.txt -o " + dir_ + "/gpt2.bin");
+  ASSERT_EQ(t.code, 0) << t.err;
+  CliRun r = run(train(kModel, dir_ + "/gpt2.bin", dir_ + "/o3"));
+  EXPECT_NE(r.code, 0);
+  EXPECT_EQ(lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find(dir_ + "/gpt2.bin was made with"), std::string::npos) << r.err;
+  // Not a shard at all.
+  std::ofstream(dir_ + "/text.bin") << "Once upon a time";
+  expect_one_line_error(train(kModel, dir_ + "/text.bin", dir_ + "/o4"), dir_ + "/text.bin");
+}
+
+TEST_F(TrainCliTest, TpThatDoesNotDivideTheRanks) {
+  // Started without mpirun the job has one rank; --tp 2 cannot divide it.
+  CliRun r = run(train(kModel, shard(), dir_ + "/o5") + " --tp 2");
+  EXPECT_NE(r.code, 0);
+  EXPECT_EQ(lines(r.err), 1) << r.err;
+  const bool mpi = r.err.find("--tp 2 does not divide the 1 MPI ranks") != std::string::npos;
+  const bool solo = r.err.find("--tp 2 needs a build with MPI") != std::string::npos;
+  EXPECT_TRUE(mpi || solo) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ + "/o5/checkpoints"));
+}
+
+TEST_F(TrainCliTest, ResumeFromAnotherModelOrSeedOrBadSeq) {
+  const std::string out = dir_ + "/o6";
+  CliRun r = run(train(kModel, shard(), out));
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_TRUE(fs::exists(out + "/checkpoints/step-00000004/state.json"));
+  // The same weights exported to a Hugging Face folder (rotate-half q/k rows): another model.
+  r = run("export --model " + kModel + " --tokenizer " + kTok + " --out " + dir_ + "/hf");
+  ASSERT_EQ(r.code, 0) << r.err;
+  expect_one_line_error(train(dir_ + "/hf", shard(), out) + " --resume", "it is a checkpoint of another model");
+  expect_one_line_error(train(kModel, shard(), out) + " --resume --seed 99", "it used --seed 1234, this run --seed 99");
+  expect_one_line_error(train(kModel, shard(), dir_ + "/o7", "4096"), "exceeds the model context");
+  // The refused runs left the checkpoint as it was.
+  r = run(train(kModel, shard(), out) + " --resume");
+  EXPECT_EQ(r.code, 0) << r.err;
+}
+
+}  // namespace
