@@ -140,7 +140,19 @@ ParallelRuntime::ParallelRuntime(const ParallelOptions& o) : s_(std::make_unique
   s.verify = o.verify_collectives;
   s.split_grid(o.tp_size);
 
-  s.device = pick_device(o.device.kind, s.local_rank, s.local_size, s.world_rank);
+  // Every rank learns whether every rank got a device, so a host without one cannot leave the
+  // others waiting in the NCCL bootstrap.
+  std::string device_problem;
+  try {
+    s.device = pick_device(o.device.kind, s.local_rank, s.local_size, s.world_rank);
+  } catch (const Error& e) {
+    device_problem = e.what();
+  }
+  int failed = device_problem.empty() ? 0 : 1;
+  LATTE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, s.world.comm));
+  LATTE_REQUIRE(device_problem.empty(), ErrorCode::unsupported, device_problem);
+  LATTE_REQUIRE(!failed, ErrorCode::unsupported, "rank ", s.world_rank,
+                ": another rank has no usable CUDA device (see its message)");
   if (s.session.thread_level == MPI_THREAD_MULTIPLE) {
     s.watchdog = std::make_unique<Watchdog>(s.timeout_s, s.world_rank);
   } else {
@@ -198,7 +210,21 @@ void ParallelRuntime::State::split_grid(int tp) {
   s.tp_within_host = within == 1;
 }
 
-ParallelRuntime::~ParallelRuntime() = default;
+ParallelRuntime::~ParallelRuntime() {
+  // Before MPI_Finalize, a watched barrier: MPI_Finalize waits for every rank without a timeout,
+  // and OpenMPI 4.1.4's mpirun was seen to hang or crash when a job is aborted while some ranks
+  // wait inside MPI_Finalize. Waiting here instead, a rank stuck elsewhere is caught by a
+  // watchdog, and a rank still in another collective on the world group is caught at once by the
+  // call check ("this rank is in barrier, another rank is in all_reduce").
+  if (!s_->session.owns || std::uncaught_exceptions() > 0) return;
+  try {
+    comm(Group::world, DeviceKind::cpu).barrier();
+  } catch (const Error& e) {
+    std::fputs(str_cat("latte: ", e.what(), " (at the end of the job, before MPI_Finalize)\n").c_str(), stderr);
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+}
 
 int ParallelRuntime::world_rank() const { return s_->world_rank; }
 int ParallelRuntime::world_size() const { return s_->world_size; }

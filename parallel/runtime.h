@@ -10,11 +10,13 @@
 //   latte: rank 1/4 tp 1/2 dp 0/2 host gpu-a device cpu          (every rank, stderr)
 //   latte: plan: 4 ranks on 1 host = dp 2 x tp 2, tp innermost ... (rank 0, stderr)
 //
-// Ending. The destructor frees the communicators and calls MPI_Finalize if this object called
-// MPI_Init. It does not finalize while an exception unwinds: MPI_Finalize waits for every rank,
-// so a rank finalizing on its way out of an error would wait forever for peers blocked in a
-// collective (tests/mpi/fault_main.cpp). Instead the process exits unfinalized with main's
-// non-zero code, and mpirun tears the job down within about a second, naming the rank.
+// Ending. If this object called MPI_Init, the destructor does a watched barrier over the world
+// (so a rank that never arrives is reported by the watchdog, not waited for inside
+// MPI_Finalize), frees the communicators and calls MPI_Finalize. It does neither while an
+// exception unwinds: MPI_Finalize waits for every rank, so a rank finalizing on its way out of
+// an error would wait forever for peers blocked in a collective (tests/mpi/fault_main.cpp).
+// Instead the process exits unfinalized with main's non-zero code, and mpirun tears the job
+// down within about two seconds, naming the rank.
 // The pattern for a main():
 //   int main(int argc, char** argv) {
 //     try {

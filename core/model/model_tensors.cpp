@@ -98,7 +98,7 @@ TensorStore shard_store(const ModelConfig& c, const TpLayout& tp, const TensorSt
     TensorSlice s = tensor_slice(c, tp, name, shape);
     Tensor part;
     if (s.split == TpSplit::rows) {
-      part = t.slice(s.begin, s.begin + s.count).clone();
+      part = t.slice(s.begin, s.begin + s.count);  // a contiguous view: no copy (TP 1 keeps the file's tensors)
     } else if (s.split == TpSplit::cols) {
       part = t.narrow(1, s.begin, s.begin + s.count).clone();
     } else {

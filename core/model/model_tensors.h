@@ -50,7 +50,8 @@ struct TensorSlice {
 TensorSlice tensor_slice(const ModelConfig& c, const TpLayout& tp, const std::string& name, const Shape& shape);
 // The table for one rank: names with this rank's local shapes.
 std::vector<std::pair<std::string, Shape>> model_tensor_shapes(const ModelConfig& c, const TpLayout& tp);
-// A full store sliced to this rank (copies, contiguous; the slicing the loaders apply at load time).
+// A full store sliced to this rank, contiguous: row slices are views of `full` (no copy), column
+// slices are copies. The slicing the loaders apply at load time.
 TensorStore shard_store(const ModelConfig& c, const TpLayout& tp, const TensorStore& full);
 // The inverse: the stores of ranks 0..N-1 (in order) merged into the full model, bit-exactly.
 // KV heads shared by several ranks (n_kv_heads < N) are taken from the first rank holding each.

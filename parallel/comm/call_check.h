@@ -10,8 +10,11 @@
 // A rank whose own arguments are refused (wrong dtype, device tensor, bad root) joins the check
 // with `refused` set, so its peers throw too rather than wait in a call it will never make.
 //
-// Measured cost: one 64-byte MPI_Allreduce, about 0.2 us between two ranks over shared memory
-// (shared/notes/env-feasibility.md section 3); NCCL calls pay it over MPI on the host.
+// Cost: one 64-byte MPI_Allreduce per collective; NCCL calls pay it over MPI on the host.
+// Measured on the 2-core development machine, np 2 over shared memory (vader), mean of 20,000
+// MpiCommunicator::all_reduce calls, 3 runs: 1 float 0.84-1.00 us unchecked, 1.40-1.49 us
+// checked; 1536 floats 4.5-4.9 us unchecked, 5.0-5.6 us checked. ParallelOptions::
+// verify_collectives turns it off.
 #pragma once
 #include <mpi.h>
 

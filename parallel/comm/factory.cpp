@@ -5,6 +5,8 @@
 #if LATTE_HAVE_CUDA && LATTE_PARALLEL_HAVE_NCCL
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+
 #include "parallel/comm/nccl_communicator.h"
 #endif
 
@@ -36,9 +38,12 @@ Device pick_device(DeviceKind kind, int local_rank, int local_size, int world_ra
          rc != cudaSuccess ? str_cat(cudaGetErrorName(rc), " (", cudaGetErrorString(rc), ")")
                            : std::string("cudaGetDeviceCount found none"));
   if (count >= local_size) return Device::cuda(local_rank);
-  if (count == 1) return Device::cuda(0);
+  // One visible device per rank is how SLURM's GPU binding (and a hand-set CUDA_VISIBLE_DEVICES)
+  // hands them out; without CUDA_VISIBLE_DEVICES, one device would be shared, which NCCL refuses.
+  if (count == 1 && std::getenv("CUDA_VISIBLE_DEVICES")) return Device::cuda(0);
   fail(ErrorCode::unsupported, "rank ", world_rank, ": ", local_size, " ranks on this host but ", count,
-       " CUDA devices visible; NCCL needs one device per rank");
+       " CUDA device(s) visible; NCCL needs one device per rank (start fewer ranks, or give each rank its own "
+       "device with CUDA_VISIBLE_DEVICES)");
 #else
   std::string why;
   device_communicators_built(&why);

@@ -22,8 +22,8 @@ std::unique_ptr<Communicator> make_communicator(MPI_Comm comm, const std::string
 bool device_communicators_built(std::string* why);
 
 // The device this rank computes on when asked for `kind`: cpu, or cuda:<local_rank>, or cuda:0
-// when each rank sees exactly one device (CUDA_VISIBLE_DEVICES set per rank, as SLURM's GPU
-// binding does). Throws unsupported with the reason when no device can serve.
+// when each rank sees exactly one device through CUDA_VISIBLE_DEVICES (as SLURM's GPU binding
+// sets it). Throws unsupported with the reason when no device can serve this rank.
 Device pick_device(DeviceKind kind, int local_rank, int local_size, int world_rank);
 
 // "mpi" or "mpi + nccl": for the runtime's plan line.

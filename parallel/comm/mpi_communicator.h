@@ -9,6 +9,8 @@
 // Device tensors are refused: Debian's OpenMPI 4.1.4 is not CUDA-aware
 // (shared/notes/env-feasibility.md), so they go through NcclCommunicator; factory.h picks.
 // MPI counts are int: a tensor of more than 2^31-1 elements is refused with a message.
+// A communicator serves one thread at a time (its watchdog slot records one call); use one
+// communicator per thread for concurrent collectives.
 #pragma once
 #include <mpi.h>
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 
 #include "core/base/error.h"
 
@@ -29,9 +30,10 @@ void Watchdog::abort_job_on_expiry(const std::string& message) {
 std::string Watchdog::expiry_message(int world_rank, const char* call, const char* stage,
                                      const char* op, int64_t count, const std::string& comm,
                                      double timeout_s) {
-  return str_cat("latte: rank ", world_rank, ": ", call, " (", stage, op, " of ", count,
-                 count == 1 ? " float" : " floats", " on ", comm, ") did not complete in ",
-                 timeout_s, " s; another rank may have died");
+  std::string size = std::strcmp(op, "barrier") == 0 ? std::string()
+                                                    : str_cat(" of ", count, count == 1 ? " float" : " floats");
+  return str_cat("latte: rank ", world_rank, ": ", call, " (", stage, op, size, " on ", comm,
+                 ") did not complete in ", timeout_s, " s; another rank may have died");
 }
 
 Watchdog::Watchdog(double timeout_s, int world_rank, Expired on_expire)

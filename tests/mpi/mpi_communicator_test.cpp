@@ -8,6 +8,7 @@
 
 #include <vector>
 
+#include "parallel/comm/mpi_check.h"
 #include "parallel/comm/mpi_communicator.h"
 #include "tests/mpi/mpi_test_util.h"
 
@@ -146,6 +147,18 @@ TEST(MpiCommunicator, SendToSelfOrOutOfRangeIsRefused) {
   expect_error([&] { c.send(t, c.rank(), 0); }, ErrorCode::invalid_argument, "is this rank");
   expect_error([&] { c.recv(t, c.size(), 0); }, ErrorCode::invalid_argument, "is not a rank of this");
   expect_error([&] { c.send(t, (c.rank() + 1) % c.size(), -1); }, ErrorCode::invalid_argument, "tag -1");
+}
+
+TEST(MpiCommunicator, FailedMpiCallsComeBackAsErrorsNamingCallLineAndRank) {
+  ParallelRuntime rt(quiet());
+  // The communicator's MPI_Comm returns errors (MPI_ERRORS_RETURN) instead of aborting the job.
+  MPI_Comm comm = dynamic_cast<MpiCommunicator&>(rt.world()).mpi_comm();
+  float x = 0;
+  std::string message = expect_error([&] { LATTE_MPI_CHECK(MPI_Send(&x, 1, MPI_FLOAT, 99, 0, comm)); },
+                                     ErrorCode::io,
+                                     str_cat("rank ", rt.world_rank(), ": MPI_Send(&x, 1, MPI_FLOAT, 99, 0, comm) failed at "));
+  EXPECT_NE(message.find("mpi_communicator_test.cpp:"), std::string::npos) << message;
+  EXPECT_NE(message.find("MPI_ERR_RANK"), std::string::npos) << message;
 }
 
 // --- Mismatches across ranks: every rank must throw, none may hang. -------------------------

@@ -166,6 +166,20 @@ TEST(ParallelRuntime, CudaDeviceInABuildWithoutCudaIsRefused) {
   expect_error([] { ParallelRuntime rt({.device = Device::cuda(0), .announce = false}); }, ErrorCode::unsupported,
                "--device cuda: this build has no CUDA");
 }
+#else
+TEST(ParallelRuntime, CudaDeviceWithoutAUsableGpuNamesTheReason) {
+  try {
+    ParallelRuntime rt({.device = Device::cuda(0), .collective_timeout_s = 60, .announce = false});
+    GTEST_SKIP() << "this machine has a CUDA device (" << device_name(rt.device()) << "); test_nccl covers it";
+  } catch (const Error& e) {
+    // No driver here gives cudaErrorInsufficientDriver; a build without NCCL says so instead.
+    EXPECT_EQ(e.code(), ErrorCode::unsupported) << e.what();
+    const std::string m = e.what();
+    EXPECT_TRUE(m.find("no CUDA device: ") != std::string::npos || m.find("not NCCL") != std::string::npos ||
+                m.find("NCCL needs one device per rank") != std::string::npos)
+        << m;
+  }
+}
 #endif
 
 TEST(ParallelRuntime, TwoRuntimesInOneProcessAreIndependent) {

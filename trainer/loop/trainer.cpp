@@ -40,6 +40,8 @@ RankModel load_rank_model(const std::string& path, Communicator& tp) {
   TensorStore local = shard_store(c, layout, m.checkpoint.tensors);
   ModelWeights w = weights_to_f32(c, weights_from_store(c, local, layout));
   m.model = std::make_unique<Transformer>(c, std::move(w), cpu_backend(), &tp);
+  // The f32 master copy is all training needs: release the file's tensors (and their mapping).
+  m.checkpoint.tensors = TensorStore{};
   return m;
 }
 
