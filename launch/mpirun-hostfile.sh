@@ -2,9 +2,9 @@
 # mpirun-hostfile.sh: run a Latte command as N MPI ranks over the hosts of an OpenMPI hostfile.
 #
 #   HOSTFILE=hosts.txt NET_IF=eth0 launch/mpirun-hostfile.sh N COMMAND [ARGS...]
-#   HOSTFILE=hosts.txt launch/mpirun-hostfile.sh 16 /opt/latte/bin/latte train --tp 8 --device cuda ...
+#   HOSTFILE=hosts.txt launch/mpirun-hostfile.sh 16 /opt/latte/bin/latte train --tp 8 ...
 #
-# A hostfile names each host and how many ranks it takes (one per GPU for --device cuda):
+# A hostfile names each host and how many ranks it takes (one per GPU once the CUDA backend lands; one per socket on CPU):
 #   # hosts.txt
 #   gpu-a slots=8
 #   gpu-b slots=8
