@@ -26,7 +26,7 @@ AdamW::AdamW(std::vector<OptimParam> params, const AdamWSettings& s, Communicato
   }
   m_ = Tensor::zeros({own_n_});
   v_ = Tensor::zeros({own_n_});
-  reduced_ = Tensor::zeros({own_n_});
+  if (s_.zero1) reduced_ = Tensor::zeros({own_n_});
 }
 
 void AdamW::zero_grad() {
@@ -45,30 +45,44 @@ void AdamW::gather_grads(Tensor& flat) const {
   }
 }
 
+// Where the reduced gradient of parameter i's owned range starts: in place in the parameter's
+// gradient tensor when unsharded (no flat copy of the model: the planner counts weights, grads
+// and two moments, and that is all this mode holds), in the reduce-scattered chunk with ZeRO-1.
+float* AdamW::reduced_grad(size_t i, int64_t begin) {
+  return s_.zero1 ? reduced_.f32() + (begin - own0_) : params_[i].grad->f32() + (begin - offsets_[i]);
+}
+
 double AdamW::reduce_and_clip(double grad_scale) {
-  Tensor flat = Tensor::zeros({padded_});
-  gather_grads(flat);
   const float inv_dp = float(grad_scale / double(dp_.size()));
   if (s_.zero1) {
+    // One flat buffer of the whole model, reduce-scattered so this rank keeps its chunk.
+    Tensor flat = Tensor::zeros({padded_});
+    gather_grads(flat);
     if (dp_.size() > 1) {
       dp_.reduce_scatter(reduced_, flat);
     } else {
       std::memcpy(reduced_.f32(), flat.f32(), size_t(own_n_) * 4);
     }
+    float* g = reduced_.f32();
+    for (int64_t i = 0; i < own_n_; ++i) g[i] *= inv_dp;
   } else {
-    if (dp_.size() > 1) dp_.all_reduce(flat, ReduceOp::sum);
-    std::memcpy(reduced_.f32(), flat.f32(), size_t(own_n_) * 4);
+    for (OptimParam& p : params_) {
+      if (!p.trainable) continue;
+      if (dp_.size() > 1) dp_.all_reduce(*p.grad, ReduceOp::sum);
+      float* g = p.grad->f32();
+      for (int64_t k = 0; k < p.grad->numel(); ++k) g[k] *= inv_dp;
+    }
   }
-  float* g = reduced_.f32();
-  for (int64_t i = 0; i < own_n_; ++i) g[i] *= inv_dp;
 
   // Squared norm of what this rank holds, TP-replicated tensors counted on TP rank 0 only.
   double sq = 0;
   for (size_t i = 0; i < params_.size(); ++i) {
-    if (params_[i].tp_replicated && tp_.rank() != 0) continue;
+    if (!params_[i].trainable || (params_[i].tp_replicated && tp_.rank() != 0)) continue;
     const int64_t b = std::max(offsets_[i], own0_);
     const int64_t e = std::min(offsets_[i] + params_[i].param->numel(), own0_ + own_n_);
-    for (int64_t k = b; k < e; ++k) sq += double(g[k - own0_]) * double(g[k - own0_]);
+    if (b >= e) continue;
+    const float* g = reduced_grad(i, b);
+    for (int64_t k = 0; k < e - b; ++k) sq += double(g[k]) * double(g[k]);
   }
   Tensor acc = Tensor::from_vector({float(sq)}, {1});
   if (s_.zero1 && dp_.size() > 1) dp_.all_reduce(acc, ReduceOp::sum);  // disjoint chunks
@@ -78,7 +92,13 @@ double AdamW::reduce_and_clip(double grad_scale) {
                 " (NaN or Inf in the gradients); stopping without an update");
   if (s_.max_grad_norm > 0 && norm > s_.max_grad_norm) {
     const float k = float(s_.max_grad_norm / norm);
-    for (int64_t i = 0; i < own_n_; ++i) g[i] *= k;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (!params_[i].trainable) continue;
+      const int64_t b = std::max(offsets_[i], own0_);
+      const int64_t e = std::min(offsets_[i] + params_[i].param->numel(), own0_ + own_n_);
+      float* g = b < e ? reduced_grad(i, b) : nullptr;
+      for (int64_t x = 0; x < e - b; ++x) g[x] *= k;
+    }
   }
   return norm;
 }
@@ -87,44 +107,41 @@ void AdamW::step(double lr) {
   ++t_;
   const double bc1 = 1.0 - std::pow(s_.beta1, double(t_)), bc2 = 1.0 - std::pow(s_.beta2, double(t_));
   const float b1 = float(s_.beta1), b2 = float(s_.beta2);
-  float* m = m_.f32();
-  float* v = v_.f32();
-  const float* g = reduced_.f32();
-  // Updated values of the owned range, written back to the parameters (and all-gathered).
-  Tensor updated = Tensor::zeros({s_.zero1 ? padded_ : own_n_});
-  float* u = updated.f32() + (s_.zero1 ? own0_ : 0);
+  // ZeRO-1: the owned chunk's new values go into one padded buffer that the all-gather fills
+  // with every rank's chunk; unsharded: parameters are updated in place.
+  Tensor gathered = s_.zero1 ? Tensor::zeros({padded_}) : Tensor();
   for (size_t i = 0; i < params_.size(); ++i) {
     const OptimParam& p = params_[i];
     const int64_t b = std::max(offsets_[i], own0_);
     const int64_t e = std::min(offsets_[i] + p.param->numel(), own0_ + own_n_);
-    const float* w = p.param->f32();
-    for (int64_t k = b; k < e; ++k) {
-      const int64_t o = k - own0_;
-      float wk = w[k - offsets_[i]];
+    if (b >= e) continue;
+    float* w = p.param->f32() + (b - offsets_[i]);
+    float* out = s_.zero1 ? gathered.f32() + b : w;
+    const float* g = reduced_grad(i, b);
+    float* m = m_.f32() + (b - own0_);
+    float* v = v_.f32() + (b - own0_);
+    for (int64_t k = 0; k < e - b; ++k) {
+      float wk = w[k];
       if (p.trainable) {
-        m[o] = b1 * m[o] + (1 - b1) * g[o];
-        v[o] = b2 * v[o] + (1 - b2) * g[o] * g[o];
-        const double mhat = double(m[o]) / bc1, vhat = double(v[o]) / bc2;
+        m[k] = b1 * m[k] + (1 - b1) * g[k];
+        v[k] = b2 * v[k] + (1 - b2) * g[k] * g[k];
+        const double mhat = double(m[k]) / bc1, vhat = double(v[k]) / bc2;
         double nw = double(wk) - lr * (mhat / (std::sqrt(vhat) + s_.eps));
         if (p.decay) nw -= lr * s_.weight_decay * double(wk);
         wk = float(nw);
       }
-      u[o] = wk;
+      out[k] = wk;
     }
   }
-  if (s_.zero1 && dp_.size() > 1) {
+  if (!s_.zero1) return;
+  if (dp_.size() > 1) {
     Tensor mine = Tensor::empty({own_n_});
-    std::memcpy(mine.f32(), u, size_t(own_n_) * 4);
-    dp_.all_gather(updated, mine);
+    std::memcpy(mine.f32(), gathered.f32() + own0_, size_t(own_n_) * 4);
+    dp_.all_gather(gathered, mine);
   }
-  const float* full = updated.f32();
-  for (size_t i = 0; i < params_.size(); ++i) {
-    const OptimParam& p = params_[i];
-    if (!p.trainable) continue;
-    // Unsharded: the owned range is everything. ZeRO-1: after the all-gather, `updated` holds
-    // every parameter (at its flat offset).
-    std::memcpy(p.param->f32(), full + offsets_[i], size_t(p.param->numel()) * 4);
-  }
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].trainable)
+      std::memcpy(params_[i].param->f32(), gathered.f32() + offsets_[i], size_t(params_[i].param->numel()) * 4);
 }
 
 TensorStore AdamW::state() const {

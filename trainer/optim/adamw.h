@@ -3,8 +3,9 @@
 // ZeRO-1 sharding of the optimizer state over DP.
 //
 // The parameters are laid out in one flat f32 vector (for_each_weight order). Each step:
-//  1. DP reduction of the accumulated gradients to their mean: an all-reduce, or with ZeRO-1 a
-//     reduce-scatter so that each DP rank receives only the 1/DP chunk it updates;
+//  1. DP reduction of the accumulated gradients to their mean: an all-reduce of each gradient in
+//     place, or with ZeRO-1 a reduce-scatter of one flat buffer so that each DP rank receives only
+//     the 1/DP chunk it updates;
 //  2. the global norm: squared gradients summed over what this rank holds, counting tensors that
 //     are replicated across TP (norms, MLA's W_dkv) on TP rank 0 only, then summed over DP (ZeRO-1:
 //     disjoint chunks) and over TP; gradients are scaled by min(1, max_norm / norm);
@@ -63,6 +64,7 @@ class AdamW {
 
  private:
   void gather_grads(Tensor& flat) const;
+  float* reduced_grad(size_t i, int64_t begin);
   std::vector<OptimParam> params_;
   std::vector<int64_t> offsets_;
   AdamWSettings s_;
@@ -70,7 +72,7 @@ class AdamW {
   Communicator& tp_;
   int64_t total_ = 0, padded_ = 0, own0_ = 0, own_n_ = 0, t_ = 0;
   Tensor m_, v_;          // [own_n_] moments
-  Tensor reduced_;        // [own_n_] reduced (mean, clipped) gradients of the owned range
+  Tensor reduced_;        // ZeRO-1: [own_n_] reduced (mean, clipped) gradients of the owned chunk
 };
 
 }  // namespace latte
