@@ -1,0 +1,69 @@
+// The planner against the trainer's measured peak memory: SmolLM2-135M trained for 2 steps in f32
+// (batch 2 x 128 tokens) must peak, as the kernel measures it (the child's maximum resident set),
+// within 10 % of `latte plan`'s total for the same layout. The run stops before its final save,
+// whose merge of the shards is a separate, later peak.
+#include <gtest/gtest.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+const std::string kLatte = std::string(LATTE_BINARY_DIR) + "/bin/latte";
+const std::string kSmol = std::string(LATTE_MODELS_DIR) + "/smollm2-135m-hf";
+
+int run(const std::vector<std::string>& args, long* max_rss_kb) {
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid;
+  if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return -1;
+  int status = 0;
+  struct rusage ru {};
+  wait4(pid, &status, 0, &ru);
+  if (max_rss_kb) *max_rss_kb = ru.ru_maxrss;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+std::string capture(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  ::pclose(p);
+  return out;
+}
+
+TEST(TrainMemoryTest, MeasuredPeakAgreesWithThePlan) {
+  if (!std::filesystem::exists(kSmol + "/config.json")) GTEST_SKIP() << kSmol << " not present: run launch/get-smollm2";
+  const std::string dir = (std::filesystem::temp_directory_path() / ("latte_mem_" + std::to_string(::getpid()))).string();
+  std::filesystem::create_directories(dir);
+  ASSERT_EQ(run({kLatte, "tokenize", "--model", kSmol, std::string(LATTE_MODELS_DIR) + "/stories260K/tinystories_valid_head.txt",
+                 "-o", dir + "/data.bin"},
+                nullptr),
+            0);
+  long rss_kb = 0;
+  ASSERT_EQ(run({kLatte, "train", "--model", kSmol, "--data", dir + "/data.bin", "--out", dir + "/run", "--steps", "4",
+                 "--micro-batch", "2", "--seq", "128", "--eval-every", "0", "--eval-batches", "1", "--save-every", "0",
+                 "--stop-after", "2", "-q"},
+                &rss_kb),
+            0);
+  auto plan = nlohmann::json::parse(capture(kLatte + " plan --model " + kSmol +
+                                            " --gpus 1 --gpu-mem 80GiB --seq 128 --micro-batch 2 --dtype f32 --json"));
+  const double planned = plan["plans"][0]["bytes"]["total"].get<double>();
+  const double measured = double(rss_kb) * 1024.0;
+  EXPECT_NEAR(measured / planned, 1.0, 0.10) << "measured peak " << measured / (1 << 20) << " MiB, planned "
+                                              << planned / (1 << 20) << " MiB";
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
