@@ -9,24 +9,12 @@
 #include "core/base/file_io.h"
 #include "core/checkpoint/checkpoint.h"
 #include "inference/cli/commands.h"
+#include "inference/engine/loaded_model.h"
 #include "trainer/mha2mla/convert.h"
 
 namespace latte::cli {
 
 namespace {
-
-// The tokenizer search of load_model (inference/engine/loaded_model.cpp): a tokenizer.json /
-// tokenizer.bin / tok<vocab>.bin beside the model. Returns "" when there is none.
-std::string find_tokenizer_beside(const std::string& model_path, int64_t vocab) {
-  namespace fs = std::filesystem;
-  fs::path dir = is_directory(model_path) ? fs::path(model_path) : fs::path(model_path).parent_path();
-  for (const std::string& name : {std::string("tokenizer.json"), std::string("tokenizer.bin"),
-                                  "tok" + std::to_string(vocab) + ".bin"}) {
-    fs::path p = dir / name;
-    if (file_exists(p.string())) return p.string();
-  }
-  return "";
-}
 
 bool same_path(const std::string& a, const std::string& b) {
   std::error_code ec;

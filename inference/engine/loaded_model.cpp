@@ -8,8 +8,6 @@
 
 namespace latte {
 
-namespace {
-
 std::string find_tokenizer_beside(const std::string& model_path, int64_t vocab) {
   namespace fs = std::filesystem;
   fs::path dir = is_directory(model_path) ? fs::path(model_path) : fs::path(model_path).parent_path();
@@ -20,8 +18,6 @@ std::string find_tokenizer_beside(const std::string& model_path, int64_t vocab) 
   }
   return "";
 }
-
-}  // namespace
 
 LoadedModel load_model(const ModelLoadRequest& req) {
   LATTE_REQUIRE(!req.model_path.empty(), ErrorCode::invalid_argument, "no model given (--model PATH)");

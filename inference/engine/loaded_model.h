@@ -28,4 +28,8 @@ struct ModelLoadRequest {
 
 LoadedModel load_model(const ModelLoadRequest& req);
 
+// A tokenizer.json / tokenizer.bin / tok<vocab>.bin beside a model file or inside a model folder;
+// "" when there is none.
+std::string find_tokenizer_beside(const std::string& model_path, int64_t vocab);
+
 }  // namespace latte

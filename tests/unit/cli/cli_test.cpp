@@ -8,48 +8,20 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tests/unit/latte_cli.h"
+
+using namespace latte::test;
+
 namespace {
 
-const std::string kLatte = std::string(LATTE_BINARY_DIR) + "/bin/latte";
 const std::string kModels = LATTE_MODELS_DIR;
 
-struct CliRun {
-  int code;
-  std::string out, err;
-};
 
-CliRun run(const std::string& args) {
-  std::string err_file = std::filesystem::temp_directory_path() / ("latte_cli_err_" + std::to_string(::getpid()));
-  std::string cmd = kLatte + " " + args + " 2>" + err_file;
-  CliRun r{};
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-  std::ifstream e(err_file);
-  r.err.assign(std::istreambuf_iterator<char>(e), {});
-  std::filesystem::remove(err_file);
-  return r;
-}
 
-int lines(const std::string& s) {
-  int n = 0;
-  for (char c : s) n += c == '\n';
-  return n;
-}
-
-void expect_one_line_error(const std::string& args, const std::string& must_contain) {
-  CliRun r = run(args);
-  EXPECT_NE(r.code, 0) << args;
-  EXPECT_EQ(lines(r.err), 1) << args << "\n" << r.err;
-  EXPECT_NE(r.err.find(must_contain), std::string::npos) << args << "\n" << r.err;
-}
 
 TEST(CliTest, HelpForEverySubcommand) {
   for (std::string sub : {"generate", "perplexity", "info", "export"}) {
-    CliRun r = run(sub + " --help");
+    CliRun r = run_latte(sub + " --help");
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_NE(r.out.find("--model"), std::string::npos) << sub;
   }
@@ -76,15 +48,15 @@ TEST(CliTest, PromptOverTheContextIsRefused) {
 
 TEST(CliTest, GreedyGenerateIsDeterministic) {
   std::string m = kModels + "/stories260K/stories260K.bin";
-  CliRun a = run("generate --model " + m + " --temperature 0 --steps 64 --threads 1 --prompt 'The cat'");
-  CliRun b = run("generate --model " + m + " --temperature 0 --steps 64 --threads 2 --prompt 'The cat'");
+  CliRun a = run_latte("generate --model " + m + " --temperature 0 --steps 64 --threads 1 --prompt 'The cat'");
+  CliRun b = run_latte("generate --model " + m + " --temperature 0 --steps 64 --threads 2 --prompt 'The cat'");
   EXPECT_EQ(a.code, 0) << a.err;
   EXPECT_EQ(a.out, b.out);
   EXPECT_EQ(a.out.rfind("The cat", 0), 0u) << a.out;
 }
 
 TEST(CliTest, InfoReportsKvBytesPerToken) {
-  CliRun r = run("info --model " + kModels + "/stories260K/stories260K.bin");
+  CliRun r = run_latte("info --model " + kModels + "/stories260K/stories260K.bin");
   EXPECT_EQ(r.code, 0) << r.err;
   // 2 (K and V) * 5 layers * 4 kv heads * 8 head_dim = 320 elements = 1280 B in f32.
   EXPECT_NE(r.out.find("320 elements/token = 1280 B/token f32"), std::string::npos) << r.out;

@@ -10,39 +10,16 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tests/unit/latte_cli.h"
+
+using namespace latte::test;
+
 namespace {
 
 namespace fs = std::filesystem;
 
-const std::string kLatte = std::string(LATTE_BINARY_DIR) + "/bin/latte";
 
-struct CliRun {
-  int code;
-  std::string out, err;
-};
 
-// Runs `[env] latte args` through the shell; env is an optional VAR=value prefix.
-CliRun run(const std::string& args, const std::string& env = "") {
-  std::string err_file = fs::temp_directory_path() / ("latte_plot_err_" + std::to_string(::getpid()));
-  std::string cmd = env + (env.empty() ? "" : " ") + kLatte + " " + args + " 2>" + err_file;
-  CliRun r{};
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-  std::ifstream e(err_file);
-  r.err.assign(std::istreambuf_iterator<char>(e), {});
-  fs::remove(err_file);
-  return r;
-}
-
-int lines(const std::string& s) {
-  int n = 0;
-  for (char c : s) n += c == '\n';
-  return n;
-}
 
 void write(const std::string& path, const std::string& text) {
   std::ofstream f(path, std::ios::binary);
@@ -95,9 +72,9 @@ class PlotTest : public ::testing::Test {
   void expect_refused(const std::string& args, const std::string& must_contain, const std::string& env = "") {
     const std::string png = path("refused.png");
     fs::remove(png);
-    CliRun r = run("plot " + args + " -o " + png, env);
+    CliRun r = run_latte("plot " + args + " -o " + png, env);
     EXPECT_NE(r.code, 0) << args;
-    EXPECT_EQ(lines(r.err), 1) << args << "\n" << r.err;
+    EXPECT_EQ(count_lines(r.err), 1) << args << "\n" << r.err;
     EXPECT_NE(r.err.find(must_contain), std::string::npos) << args << "\n" << r.err;
     EXPECT_FALSE(fs::exists(png)) << args;
   }
@@ -108,7 +85,7 @@ class PlotTest : public ::testing::Test {
 TEST_F(PlotTest, DrawsAPngOfTwoRuns) {
   if (!has_gnuplot()) GTEST_SKIP() << "gnuplot is not installed (launch/install-deps installs gnuplot-nox)";
   const std::string png = path("loss.png");
-  CliRun r = run("plot " + a() + " " + b() + " -o " + png + " --title 'two runs' --labels base,lr_x2");
+  CliRun r = run_latte("plot " + a() + " " + b() + " -o " + png + " --title 'two runs' --labels base,lr_x2");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("2 run(s), 24 training and 8 held-out points"), std::string::npos) << r.out;
   ASSERT_TRUE(fs::exists(png));
@@ -118,7 +95,7 @@ TEST_F(PlotTest, DrawsAPngOfTwoRuns) {
   // One file with training lines only (no held-out lines): one panel, still a PNG; an existing
   // output is replaced.
   write(path("train_only.jsonl"), "{\"step\":1,\"loss\":3.5}\n{\"step\":2,\"loss\":3.25}\n");
-  r = run("plot " + path("train_only.jsonl") + " -o " + png);
+  r = run_latte("plot " + path("train_only.jsonl") + " -o " + png);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(png_head(png), kPngSignature);
 }
@@ -149,13 +126,13 @@ TEST_F(PlotTest, MissingGnuplotSaysWhatToInstall) {
 }
 
 TEST_F(PlotTest, BadOutputIsRefused) {
-  CliRun r = run("plot " + a() + " -o " + path("no/such/folder/loss.png"));
+  CliRun r = run_latte("plot " + a() + " -o " + path("no/such/folder/loss.png"));
   EXPECT_NE(r.code, 0);
-  EXPECT_EQ(lines(r.err), 1) << r.err;
+  EXPECT_EQ(count_lines(r.err), 1) << r.err;
   EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
-  r = run("plot " + a());
+  r = run_latte("plot " + a());
   EXPECT_NE(r.code, 0);
-  EXPECT_EQ(lines(r.err), 1) << r.err;
+  EXPECT_EQ(count_lines(r.err), 1) << r.err;
   EXPECT_NE(r.err.find("--out"), std::string::npos) << r.err;
 }
 

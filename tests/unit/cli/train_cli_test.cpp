@@ -12,49 +12,21 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tests/unit/latte_cli.h"
+
+using namespace latte::test;
+
 namespace {
 
 namespace fs = std::filesystem;
 
-const std::string kLatte = std::string(LATTE_BINARY_DIR) + "/bin/latte";
 const std::string kModels = LATTE_MODELS_DIR;
 const std::string kTestData = LATTE_TEST_DATA_DIR;
 const std::string kModel = kModels + "/stories260K/stories260K.bin";
 const std::string kTok = kModels + "/stories260K/tok512.bin";
 
-struct CliRun {
-  int code;
-  std::string out, err;
-};
 
-CliRun run(const std::string& args) {
-  std::string err_file = fs::temp_directory_path() / ("latte_train_cli_err_" + std::to_string(::getpid()));
-  std::string cmd = kLatte + " " + args + " 2>" + err_file;
-  CliRun r{};
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-  std::ifstream e(err_file);
-  r.err.assign(std::istreambuf_iterator<char>(e), {});
-  fs::remove(err_file);
-  return r;
-}
 
-int lines(const std::string& s) {
-  int n = 0;
-  for (char c : s) n += c == '\n';
-  return n;
-}
-
-void expect_one_line_error(const std::string& args, const std::string& must_contain) {
-  CliRun r = run(args);
-  EXPECT_NE(r.code, 0) << args;
-  EXPECT_EQ(lines(r.err), 1) << args << "\n" << r.err;
-  EXPECT_NE(r.err.find(must_contain), std::string::npos) << args << "\n" << r.err;
-}
 
 // A token shard written byte by byte in the documented layout (trainer/data/token_shard.h).
 void write_shard(const std::string& path, uint64_t vocab, const std::string& tokenizer_id, uint16_t token, uint64_t count) {
@@ -81,7 +53,7 @@ class TrainCliTest : public ::testing::Test {
     std::string text(20000, '\0');
     in.read(text.data(), std::streamsize(text.size()));
     std::ofstream(dir_ + "/head.txt", std::ios::binary) << text;
-    CliRun r = run("tokenize --tokenizer " + kTok + " " + dir_ + "/head.txt -o " + shard());
+    CliRun r = run_latte("tokenize --tokenizer " + kTok + " " + dir_ + "/head.txt -o " + shard());
     ASSERT_EQ(r.code, 0) << r.err;
   }
   static void TearDownTestSuite() { fs::remove_all(dir_); }
@@ -106,11 +78,11 @@ TEST_F(TrainCliTest, ShardOfAnotherVocabulary) {
   expect_one_line_error(train(kModel, dir_ + "/v1000.bin", dir_ + "/o2"), "vocabulary of 1000 tokens");
   // A vocabulary that fits in 512 ids but from another tokenizer, made by latte tokenize itself.
   const std::string other_tok = kTestData + "/tokenizers/bytelevel_gpt2.json";
-  CliRun t = run("tokenize --tokenizer " + other_tok + " " + dir_ + "/head.txt -o " + dir_ + "/gpt2.bin");
+  CliRun t = run_latte("tokenize --tokenizer " + other_tok + " " + dir_ + "/head.txt -o " + dir_ + "/gpt2.bin");
   ASSERT_EQ(t.code, 0) << t.err;
-  CliRun r = run(train(kModel, dir_ + "/gpt2.bin", dir_ + "/o3"));
+  CliRun r = run_latte(train(kModel, dir_ + "/gpt2.bin", dir_ + "/o3"));
   EXPECT_NE(r.code, 0);
-  EXPECT_EQ(lines(r.err), 1) << r.err;
+  EXPECT_EQ(count_lines(r.err), 1) << r.err;
   EXPECT_NE(r.err.find(dir_ + "/gpt2.bin was made with"), std::string::npos) << r.err;
   // Not a shard at all.
   std::ofstream(dir_ + "/text.bin") << "Once upon a time";
@@ -119,9 +91,9 @@ TEST_F(TrainCliTest, ShardOfAnotherVocabulary) {
 
 TEST_F(TrainCliTest, TpThatDoesNotDivideTheRanks) {
   // Started without mpirun the job has one rank; --tp 2 cannot divide it.
-  CliRun r = run(train(kModel, shard(), dir_ + "/o5") + " --tp 2");
+  CliRun r = run_latte(train(kModel, shard(), dir_ + "/o5") + " --tp 2");
   EXPECT_NE(r.code, 0);
-  EXPECT_EQ(lines(r.err), 1) << r.err;
+  EXPECT_EQ(count_lines(r.err), 1) << r.err;
   const bool mpi = r.err.find("--tp 2 does not divide the 1 MPI ranks") != std::string::npos;
   const bool solo = r.err.find("--tp 2 needs a build with MPI") != std::string::npos;
   EXPECT_TRUE(mpi || solo) << r.err;
@@ -130,17 +102,17 @@ TEST_F(TrainCliTest, TpThatDoesNotDivideTheRanks) {
 
 TEST_F(TrainCliTest, ResumeFromAnotherModelOrSeedOrBadSeq) {
   const std::string out = dir_ + "/o6";
-  CliRun r = run(train(kModel, shard(), out));
+  CliRun r = run_latte(train(kModel, shard(), out));
   ASSERT_EQ(r.code, 0) << r.err;
   ASSERT_TRUE(fs::exists(out + "/checkpoints/step-00000004/state.json"));
   // The same weights exported to a Hugging Face folder (rotate-half q/k rows): another model.
-  r = run("export --model " + kModel + " --tokenizer " + kTok + " --out " + dir_ + "/hf");
+  r = run_latte("export --model " + kModel + " --tokenizer " + kTok + " --out " + dir_ + "/hf");
   ASSERT_EQ(r.code, 0) << r.err;
   expect_one_line_error(train(dir_ + "/hf", shard(), out) + " --resume", "it is a checkpoint of another model");
   expect_one_line_error(train(kModel, shard(), out) + " --resume --seed 99", "it used --seed 1234, this run --seed 99");
   expect_one_line_error(train(kModel, shard(), dir_ + "/o7", "4096"), "exceeds the model context");
   // The refused runs left the checkpoint as it was.
-  r = run(train(kModel, shard(), out) + " --resume");
+  r = run_latte(train(kModel, shard(), out) + " --resume");
   EXPECT_EQ(r.code, 0) << r.err;
 }
 

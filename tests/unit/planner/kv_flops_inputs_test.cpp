@@ -12,7 +12,11 @@
 #include "core/model/transformer.h"
 #include "trainer/planner/planner.h"
 
+#include "tests/unit/latte_cli.h"
+
 namespace latte::planner {
+using namespace latte::test;
+
 namespace {
 
 // SmolLM-135M, r 4 (2r = 8), per token per layer (spec 3.5): original 2 * 3 KV heads * 64 = 384;
@@ -140,33 +144,14 @@ TEST(PlannerInputs, PresetsAndBadRequests) {
 
 const std::string kLatte = std::string(LATTE_BINARY_DIR) + "/bin/latte";
 
-struct CliRun {
-  int code;
-  std::string out, err;
-};
-
-CliRun run(const std::string& args) {
-  std::string err_file = std::filesystem::temp_directory_path() / ("latte_plan_err_" + std::to_string(::getpid()));
-  CliRun r{};
-  FILE* p = ::popen((kLatte + " " + args + " 2>" + err_file).c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-  std::ifstream e(err_file);
-  r.err.assign(std::istreambuf_iterator<char>(e), {});
-  std::filesystem::remove(err_file);
-  return r;
-}
 
 TEST(PlannerCli, TableJsonAndOneLineErrors) {
   if (!std::filesystem::exists(kLatte)) GTEST_SKIP() << kLatte << " not built";
-  CliRun t = run("plan --preset llama2-7b --gpus 8 --gpu-mem 80GiB --seq 4096 --micro-batch 1 --zero1");
+  CliRun t = run_latte("plan --preset llama2-7b --gpus 8 --gpu-mem 80GiB --seq 4096 --micro-batch 1 --zero1");
   ASSERT_EQ(t.code, 0) << t.err;
   EXPECT_NE(t.out.find("FITS"), std::string::npos) << t.out;
 
-  CliRun j = run("plan --preset llama2-7b --gpus 8 --gpu-mem 80GiB --seq 4096 --micro-batch 1 --zero1 --json");
+  CliRun j = run_latte("plan --preset llama2-7b --gpus 8 --gpu-mem 80GiB --seq 4096 --micro-batch 1 --zero1 --json");
   ASSERT_EQ(j.code, 0) << j.err;
   nlohmann::json doc = nlohmann::json::parse(j.out);
   ASSERT_EQ(doc["plans"].size(), 4u);  // TP 1, 2, 4, 8
@@ -176,7 +161,7 @@ TEST(PlannerCli, TableJsonAndOneLineErrors) {
   EXPECT_EQ(doc["plans"][0]["bytes"]["optimizer"], 10'107'623'424);
   EXPECT_EQ(doc["plans"][2]["bytes"]["weights"], 3'369'607'168);
 
-  CliRun mla = run("plan --preset smollm-135m --gpus 1 --seq 2048 --mla-d-kv 8 --rope-pairs 4 --json");
+  CliRun mla = run_latte("plan --preset smollm-135m --gpus 1 --seq 2048 --mla-d-kv 8 --rope-pairs 4 --json");
   ASSERT_EQ(mla.code, 0) << mla.err;
   EXPECT_EQ(nlohmann::json::parse(mla.out)["plans"][0]["kv_cache"]["bytes_per_token"], 2'880);
 
@@ -193,7 +178,7 @@ TEST(PlannerCli, TableJsonAndOneLineErrors) {
       {"plan --config /nonexistent/config.json --gpus 8", "/nonexistent/config.json"},
   };
   for (const auto& [args, want] : bad) {
-    CliRun r = run(args);
+    CliRun r = run_latte(args);
     EXPECT_NE(r.code, 0) << args;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << "\n" << r.err;
     EXPECT_NE(r.err.find(want), std::string::npos) << args << "\n" << r.err;

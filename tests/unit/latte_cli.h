@@ -1,0 +1,59 @@
+// Running the built latte executable from a test: exit code, stdout and stderr of one command.
+#pragma once
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace latte::test {
+
+inline const std::string& latte_binary() {
+  static const std::string path = std::string(LATTE_BINARY_DIR) + "/bin/latte";
+  return path;
+}
+
+struct CliRun {
+  int code;
+  std::string out, err;
+};
+
+// Runs `[env] latte args` through the shell; env is an optional VAR=value prefix.
+inline CliRun run_latte(const std::string& args, const std::string& env = "") {
+  static int serial = 0;
+  const std::string err_file = (std::filesystem::temp_directory_path() /
+                                ("latte_cli_err_" + std::to_string(::getpid()) + "_" + std::to_string(serial++)))
+                                   .string();
+  const std::string cmd = env + (env.empty() ? "" : " ") + latte_binary() + " " + args + " 2>" + err_file;
+  CliRun r{};
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  std::ifstream e(err_file);
+  r.err.assign(std::istreambuf_iterator<char>(e), {});
+  std::filesystem::remove(err_file);
+  return r;
+}
+
+inline int count_lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+// The command fails with exactly one line on stderr that mentions `must_contain`.
+inline void expect_one_line_error(const std::string& args, const std::string& must_contain) {
+  CliRun r = run_latte(args);
+  EXPECT_NE(r.code, 0) << args;
+  EXPECT_EQ(count_lines(r.err), 1) << args << "\n" << r.err;
+  EXPECT_NE(r.err.find(must_contain), std::string::npos) << args << "\n" << r.err;
+}
+
+}  // namespace latte::test
