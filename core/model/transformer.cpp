@@ -306,6 +306,38 @@ Tensor Transformer::forward(std::span<const int32_t> tokens, int64_t batch, KvCa
   return gather_logits(logits);
 }
 
+Tensor Transformer::layer_forward_train(int64_t l, const Tensor& x, int64_t batch, int64_t T,
+                                       std::span<const int32_t> positions, Activations::Layer& A) {
+  const ModelConfig& c = config_;
+  Backend& be = *backend_;
+  const int64_t BT = batch * T;
+  const LayerWeights& L = weights_.layers[size_t(l)];
+  A.x_in = x;
+  A.rstd_attn = Tensor::empty({BT});
+  A.xn_attn = Tensor::empty({BT, c.dim});
+  be.rmsnorm_forward(A.xn_attn, &A.rstd_attn, x, L.attn_norm, c.norm_eps);
+  const detail::AttentionContext ctx = context(*this, L, l, *comm_);
+  if (c.is_mla()) {
+    detail::mla_attention_train(ctx, A, batch, T, positions);
+  } else {
+    detail::gqa_attention_train(ctx, A, batch, T, positions);
+  }
+  A.x_mid = x.clone();
+  row_parallel_accumulate(A.x_mid, A.attn_out.reshape({BT, tp_.heads * c.head_dim}), L.wo);
+  A.rstd_ffn = Tensor::empty({BT});
+  A.xn_ffn = Tensor::empty({BT, c.dim});
+  be.rmsnorm_forward(A.xn_ffn, &A.rstd_ffn, A.x_mid, L.ffn_norm, c.norm_eps);
+  A.gate = Tensor::empty({BT, tp_.hidden});
+  A.up = Tensor::empty({BT, tp_.hidden});
+  A.h = Tensor::empty({BT, tp_.hidden});
+  be.linear_forward(A.gate, A.xn_ffn, L.w_gate, false);
+  be.linear_forward(A.up, A.xn_ffn, L.w_up, false);
+  be.swiglu_forward(A.h, A.gate, A.up);
+  Tensor out = A.x_mid.clone();
+  row_parallel_accumulate(out, A.h, L.w_down);
+  return out;
+}
+
 float Transformer::forward_train(std::span<const int32_t> tokens, std::span<const int32_t> targets, int64_t batch,
                                  Activations& a) {
   const ModelConfig& c = config_;
@@ -327,32 +359,12 @@ float Transformer::forward_train(std::span<const int32_t> tokens, std::span<cons
   a.layers.resize(size_t(c.n_layers));
 
   Tensor x = embed(tokens);
+  a.recomputed = recompute_;
   for (int64_t l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& L = weights_.layers[size_t(l)];
     Activations::Layer& A = a.layers[size_t(l)];
-    A.x_in = x;
-    A.rstd_attn = Tensor::empty({BT});
-    A.xn_attn = Tensor::empty({BT, c.dim});
-    be.rmsnorm_forward(A.xn_attn, &A.rstd_attn, x, L.attn_norm, c.norm_eps);
-    const detail::AttentionContext ctx = context(*this, L, l, *comm_);
-    if (c.is_mla()) {
-      detail::mla_attention_train(ctx, A, batch, T, a.positions);
-    } else {
-      detail::gqa_attention_train(ctx, A, batch, T, a.positions);
-    }
-    A.x_mid = x.clone();
-    row_parallel_accumulate(A.x_mid, A.attn_out.reshape({BT, tp_.heads * c.head_dim}), L.wo);
-    A.rstd_ffn = Tensor::empty({BT});
-    A.xn_ffn = Tensor::empty({BT, c.dim});
-    be.rmsnorm_forward(A.xn_ffn, &A.rstd_ffn, A.x_mid, L.ffn_norm, c.norm_eps);
-    A.gate = Tensor::empty({BT, tp_.hidden});
-    A.up = Tensor::empty({BT, tp_.hidden});
-    A.h = Tensor::empty({BT, tp_.hidden});
-    be.linear_forward(A.gate, A.xn_ffn, L.w_gate, false);
-    be.linear_forward(A.up, A.xn_ffn, L.w_up, false);
-    be.swiglu_forward(A.h, A.gate, A.up);
-    x = A.x_mid.clone();
-    row_parallel_accumulate(x, A.h, L.w_down);
+    x = layer_forward_train(l, x, batch, T, a.positions, A);
+    // With recomputation only the layer input stays; backward rebuilds the rest from it.
+    if (recompute_) A = Activations::Layer{A.x_in};
   }
   a.x_final = x;
   a.rstd_final = Tensor::empty({BT});
@@ -413,7 +425,11 @@ void Transformer::backward(const Activations& a, ModelWeights& g, const Tensor* 
 
   for (int64_t l = c.n_layers - 1; l >= 0; --l) {
     const LayerWeights& L = weights_.layers[size_t(l)];
-    const Activations::Layer& A = a.layers[size_t(l)];
+    // Recomputation: the same forward (and collectives) again from the saved layer input, so the
+    // gradients are bit-identical to a run that kept everything.
+    Activations::Layer rebuilt;
+    if (a.recomputed) layer_forward_train(l, a.layers[size_t(l)].x_in, B, T, a.positions, rebuilt);
+    const Activations::Layer& A = a.recomputed ? rebuilt : a.layers[size_t(l)];
     LayerWeights& G = g.layers[size_t(l)];
     // MLP: x_out = x_mid + w_down . h
     dh.fill(0.0f);

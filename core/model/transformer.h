@@ -104,6 +104,7 @@ struct Activations {
   Tensor logsumexp;  // [B*T] over the whole vocabulary (vocab-parallel cross-entropy, TP > 1)
   std::vector<int32_t> tokens, targets, positions;
   int64_t batch = 0, seq = 0, n_targets = 0;
+  bool recomputed = false;  // layers hold only x_in; backward recomputes the rest
 };
 
 // Tensor parallelism (Megatron-style, shared/notes/systems-anchors.md): weights are this rank's
@@ -138,6 +139,10 @@ class Transformer {
   // over targets >= 0 and keeps what backward needs in acts.
   float forward_train(std::span<const int32_t> tokens, std::span<const int32_t> targets, int64_t batch,
                       Activations& acts);
+  // Activation recomputation per layer: forward_train keeps only each layer's input and backward
+  // runs the layer's forward again before its backward (memory for compute; same gradients).
+  void set_recompute(bool on) { recompute_ = on; }
+
   // Adds d(mean loss)/d(weight) into grads (shapes of weights_zeros_like). extra_dlogits
   // ([B*T, this rank's vocabulary slice], optional) is added to the cross-entropy's logit gradient:
   // how a distillation term enters without a second backward pass.
@@ -150,6 +155,9 @@ class Transformer {
 
  private:
   Tensor embed(std::span<const int32_t> tokens);
+  // One decoder layer of forward_train from its input x; fills A, returns the layer's output.
+  Tensor layer_forward_train(int64_t l, const Tensor& x, int64_t batch, int64_t T, std::span<const int32_t> positions,
+                             Activations::Layer& A);
   void embed_backward(std::span<const int32_t> tokens, const Tensor& dx, ModelWeights& g);
   // y += x . w^T for a row-parallel w: the partial products are summed over the TP group.
   void row_parallel_accumulate(Tensor& y, const Tensor& x, const Tensor& w);
@@ -165,6 +173,7 @@ class Transformer {
   SoloCommunicator solo_;
   Communicator* comm_;
   TpLayout tp_;
+  bool recompute_ = false;
   // MLA partial-RoPE tables per layer: q [Hq * hd/2], k [Hkv * r] (backend.h RopeParams).
   std::vector<std::vector<int32_t>> q_pair_freqs_, k_pair_freqs_;
 };

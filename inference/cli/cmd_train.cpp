@@ -33,6 +33,7 @@ void add_train(CLI::App& app) {
   cmd->add_option("--beta2", o->t.optim.beta2, "AdamW beta2")->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--clip", o->t.optim.max_grad_norm, "global gradient-norm clip (0: off)")->check(CLI::NonNegativeNumber);
   cmd->add_flag("--zero1", o->t.optim.zero1, "shard the optimizer state over data-parallel ranks (ZeRO-1)");
+  cmd->add_flag("--recompute", o->t.recompute, "recompute each layer's activations in backward (less memory)");
   cmd->add_option("--seed", o->t.seed, "data order seed");
   cmd->add_option("--val-tokens", o->t.val_tokens, "tokens held out at the end of the shard (default min(10%, 32768))")
       ->check(CLI::NonNegativeNumber);

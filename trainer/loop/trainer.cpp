@@ -138,6 +138,7 @@ TrainResult train(const TrainOptions& o, Communicator& world, Communicator& tp, 
   RankModel student = load_rank_model(o.model_path, tp);
   const ModelConfig& c = student.model->config();
   const TpLayout layout = student.model->tp();
+  student.model->set_recompute(o.recompute);
   LATTE_REQUIRE(int64_t(shard.header().vocab_size) <= c.vocab_size, ErrorCode::invalid_argument, "token shard ",
                 o.data_path, " was made with a vocabulary of ", shard.header().vocab_size, " tokens (",
                 shard.header().tokenizer_id, "), the model has ", c.vocab_size);
