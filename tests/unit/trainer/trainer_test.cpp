@@ -249,3 +249,34 @@ TEST(TrainLoopTest, BadInputIsRefused) {
 
 }  // namespace
 }  // namespace latte
+
+namespace latte {
+namespace {
+
+// Distillation from a teacher identical to the student: KL is 0 before the first update and
+// positive once the student has moved; the run still lowers its loss.
+TEST(TrainLoopTest, DistillationFromItselfStartsAtZeroKl) {
+  std::string dir = temp_dir("distill");
+  std::string data = make_shard(dir);
+  SoloCommunicator solo;
+  TrainOptions o = small_run(data, dir + "/run");
+  o.steps = 3;
+  o.grad_accum = 1;
+  o.teacher_path = kModel;
+  o.distill_weight = 1.0;
+  train(o, solo, solo, solo);
+  std::vector<double> kl;
+  std::istringstream in(read_text_file(dir + "/run/metrics.jsonl"));
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("distill_kl")) kl.push_back(j["distill_kl"].get<double>());
+  }
+  ASSERT_EQ(kl.size(), 3u);
+  EXPECT_LT(std::abs(kl[0]), 1e-6);
+  EXPECT_GT(kl[2], 1e-6);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace latte
