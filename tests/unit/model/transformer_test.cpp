@@ -206,7 +206,9 @@ TEST(MlaFormsTest, AbsorbedMatchesExpandedOverPrefillAnd64Steps) {
     // within rounding of the residual stream after it.
     for (int64_t l = 0; l < c.n_layers; ++l) {
       std::vector<float> x = ce.latent[size_t(l)].to_vector(), y = ca.latent[size_t(l)].to_vector();
-      if (l == 0) EXPECT_EQ(x, y);
+      if (l == 0) {
+        EXPECT_EQ(x, y);
+      }
       for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(x[i], y[i], 1e-4) << "layer " << l;
     }
     EXPECT_EQ(ca.bytes(), int64_t(c.n_layers * 2 * 80 * c.n_kv_heads * (c.rope_dim() + c.kv_rank_per_head) * 4));
