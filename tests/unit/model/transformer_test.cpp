@@ -245,7 +245,9 @@ TEST(TransformerTest, RecomputationGivesBitIdenticalGradients) {
       model.set_recompute(recompute);
       Activations acts;
       float loss = model.forward_train(b.tokens, b.targets, 2, acts);
-      if (recompute) EXPECT_FALSE(acts.layers[0].q.defined()) << "recomputation kept the layer's activations";
+      if (recompute) {
+        EXPECT_FALSE(acts.layers[0].q.defined()) << "recomputation kept the layer's activations";
+      }
       model.backward(acts, grads);
       return loss;
     };
