@@ -16,6 +16,7 @@
 #include "core/base/file_io.h"
 #include "inference/engine/loaded_model.h"
 #include "inference/engine/sampler.h"
+#include "trainer/mha2mla/convert.h"
 #include "latte_build_config.h"
 
 using namespace latte;
@@ -56,6 +57,44 @@ void bench_model(const std::string& label, const std::string& path, int64_t toke
   }
 }
 
+// Decode speed after a prompt of `context` tokens: prefill once, then `n` greedy steps. The MLA
+// model decodes in its absorbed form (attention over the latent cache), the source model over
+// its K/V cache, so the ratio is what the smaller cache buys per token at that context.
+double decode_rate_at(Transformer& model, int64_t context, int64_t n) {
+  KvCache cache = KvCache::create(model.config(), 1, context + n);
+  std::vector<int32_t> prompt(static_cast<size_t>(context));
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t((i * 7 + 3) % size_t(model.config().vocab_size));
+  model.forward(prompt, 1, cache, LogitsFor::last_position);
+  int32_t token = 1;
+  auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < n; ++i) {
+    Tensor logits = model.forward(std::span<const int32_t>(&token, 1), 1, cache, LogitsFor::last_position);
+    token = argmax_lowest_id(std::span<const float>(logits.f32(), size_t(model.config().vocab_size)));
+  }
+  return double(n) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void bench_mla_vs_mha(const std::string& label, const std::string& path, int64_t context, int64_t n) {
+  Checkpoint src = load_checkpoint(path);
+  ConvertOptions o;
+  o.strategy = RopeStrategy::high;  // no calibration needed; the decode cost does not depend on which pairs
+  Checkpoint mla = convert_to_mla(src, o, nullptr);
+  Transformer mha_model(src.config, weights_to_f32(src.config, weights_from_store(src.config, src.tensors)), cpu_backend());
+  Transformer mla_model(mla.config, weights_from_store(mla.config, mla.tensors), cpu_backend());
+  const double kv_ratio = double(src.config.kv_cache_elements_per_token()) / double(mla.config.kv_cache_elements_per_token());
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+    const double a = decode_rate_at(mha_model, context, n), b = decode_rate_at(mla_model, context, n);
+    std::printf("%-14s context %5lld, %d thread%s: MHA/GQA form %9.1f tok/s, MLA absorbed (r=%lld d_kv=%lld, cache /%.1f) "
+                "%9.1f tok/s  x%.2f\n", label.c_str(), (long long)context, threads, threads > 1 ? "s" : " ", a,
+                (long long)mla.config.rope_pairs, (long long)mla.config.kv_rank_per_head, kv_ratio, b, b / a);
+    std::printf("{\"bench\":\"decode_mla_vs_mha\",\"model\":\"%s\",\"context\":%lld,\"threads\":%d,"
+                "\"mha_tokens_per_s\":%.2f,\"mla_tokens_per_s\":%.2f,\"ratio\":%.3f}\n",
+                label.c_str(), (long long)context, threads, a, b, b / a);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -71,8 +110,10 @@ int main(int argc, char** argv) {
   }
   try {
     bench_model("stories260K", std::string(LATTE_SOURCE_DIR) + "/models/stories260K/stories260K.bin", tokens, tokens);
+    bench_mla_vs_mha("stories260K", std::string(LATTE_SOURCE_DIR) + "/models/stories260K/stories260K.bin", 448, 64);
     if (file_exists(smollm)) {
       bench_model("SmolLM2-135M", smollm, std::min<int64_t>(tokens, 64), 8);
+      bench_mla_vs_mha("SmolLM2-135M", smollm, 1024, 32);
     } else {
       std::printf("SmolLM2-135M   skipped: %s not found (run launch/get-smollm2)\n", smollm.c_str());
     }
