@@ -56,6 +56,17 @@ void agree_on_call(MPI_Comm comm, const CommContext& ctx, const std::string& whe
          ", another rank ", param_text(sig.kind, other(sig.param, v[4], v[5])));
 }
 
+std::string first_problem(std::initializer_list<std::string> problems) {
+  for (const std::string& p : problems)
+    if (!p.empty()) return p;
+  return "";
+}
+
+bool overlaps(const Tensor& a, const Tensor& b) {
+  auto pa = static_cast<const char*>(a.raw()), pb = static_cast<const char*>(b.raw());
+  return pa < pb + b.nbytes() && pb < pa + a.nbytes();
+}
+
 std::string tensor_problem(const Tensor& t, const char* name, Device device) {
   if (!t.defined()) return str_cat(name, " is an undefined tensor");
   if (t.device() != device) {

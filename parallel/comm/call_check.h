@@ -19,6 +19,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 #include "core/tensor/tensor.h"
@@ -51,5 +52,12 @@ void agree_on_call(MPI_Comm comm, const CommContext& ctx, const std::string& whe
 
 // "" if t is a defined, contiguous f32 tensor on `device`; else what is wrong, naming `name`.
 std::string tensor_problem(const Tensor& t, const char* name, Device device);
+
+// The first non-empty problem of a list, or "" when there is none.
+std::string first_problem(std::initializer_list<std::string> problems);
+
+// Whether the byte ranges of two tensors intersect (an in-place gather/scatter must use the
+// rank's own block of `out` as `in`, nothing else).
+bool overlaps(const Tensor& a, const Tensor& b);
 
 }  // namespace latte

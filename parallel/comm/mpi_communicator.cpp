@@ -15,17 +15,6 @@ std::string count_problem(int64_t n, const char* name) {
   return str_cat(name, " has ", n, " elements, more than MPI's int count limit of ", INT_MAX);
 }
 
-std::string first_problem(std::initializer_list<std::string> problems) {
-  for (const std::string& p : problems)
-    if (!p.empty()) return p;
-  return "";
-}
-
-bool overlaps(const Tensor& a, const Tensor& b) {
-  auto pa = static_cast<const char*>(a.raw()), pb = static_cast<const char*>(b.raw());
-  return pa < pb + b.nbytes() && pb < pa + a.nbytes();
-}
-
 }  // namespace
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, const std::string& name, const CommContext& ctx)

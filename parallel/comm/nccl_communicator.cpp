@@ -8,21 +8,6 @@
 
 namespace latte {
 
-namespace {
-
-std::string first_problem(std::initializer_list<std::string> problems) {
-  for (const std::string& p : problems)
-    if (!p.empty()) return p;
-  return "";
-}
-
-bool overlaps(const Tensor& a, const Tensor& b) {
-  auto pa = static_cast<const char*>(a.raw()), pb = static_cast<const char*>(b.raw());
-  return pa < pb + b.nbytes() && pb < pa + a.nbytes();
-}
-
-}  // namespace
-
 NcclCommunicator::NcclCommunicator(MPI_Comm bootstrap, Device device, const std::string& name,
                                    const CommContext& ctx, cudaStream_t stream)
     : stream_(stream), device_(device), name_("nccl " + name), ctx_(ctx) {
