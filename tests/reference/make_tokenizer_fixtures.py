@@ -23,7 +23,8 @@ import sys
 import unicodedata
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-CORPUS = os.path.join(ROOT, "..", "shared", "data", "corpus", "tinyshakespeare.txt")
+CORPUS = os.path.join(ROOT, "tests", "data", "corpus", "tinyshakespeare.txt")
+VALID_HEAD = os.path.join(ROOT, "models", "stories260K", "tinystories_valid_head.txt")
 OUT_DIR = os.path.join(ROOT, "tests", "data", "tokenizers")
 TABLE_PATH = os.path.join(ROOT, "core", "tokenizer", "unicode_tables.inc")
 
@@ -83,7 +84,7 @@ def golden_texts():
         texts.append(shakespeare[i])
     texts.append("\n".join(shakespeare[200:210]))
     # A stretch of TinyStories with its mojibake (out of domain for these vocabularies).
-    with open(os.path.join(os.path.dirname(CORPUS), "tinystories_valid_head.txt"), encoding="utf-8") as f:
+    with open(VALID_HEAD, encoding="utf-8") as f:
         stories = f.read()
     start = stories.index("\u00e2\u20ac")  # the first mojibake
     texts.append(stories[start - 2000:start + 2000])

@@ -14,8 +14,11 @@
 namespace latte::test {
 
 inline std::string tok512_path() { return std::string(LATTE_MODELS_DIR) + "/stories260K/tok512.bin"; }
+// Text corpora kept in the repository: tests/data/corpus/, except the TinyStories validation head,
+// which ships with the default model in models/stories260K/.
 inline std::string corpus_path(const std::string& name) {
-  return std::string(LATTE_SHARED_DATA_DIR) + "/corpus/" + name;
+  if (name == "tinystories_valid_head.txt") return std::string(LATTE_MODELS_DIR) + "/stories260K/" + name;
+  return std::string(LATTE_CORPUS_DIR) + "/" + name;
 }
 inline std::string fixture_path(const std::string& name) {
   return std::string(LATTE_TEST_DATA_DIR) + "/tokenizers/" + name;
