@@ -37,7 +37,7 @@ double decode_rate(Transformer& model, int32_t bos, int64_t n) {
 }
 
 void bench_model(const std::string& label, const std::string& path, int64_t tokens, int64_t naive_tokens) {
-  LoadedModel m = load_model({path, "", "cpu", false});
+  LoadedModel m = load_model({path, "", &cpu_backend(), false});
   int32_t bos = m.checkpoint.config.bos_id >= 0 ? m.checkpoint.config.bos_id : 0;
   bench::NaiveBackend naive;
   Transformer naive_model(m.model->config(), m.model->weights(), naive);

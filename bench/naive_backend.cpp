@@ -1,6 +1,8 @@
 #include "bench/naive_backend.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace latte::bench {
@@ -10,7 +12,32 @@ namespace {
 float wat(const Tensor& w, int64_t i) {
   return w.dtype() == DType::f32 ? w.f32()[i] : bf16_to_f32(w.u16()[i]);
 }
+
+// Storage offset (in elements) of the k-th element, row-major, of a possibly strided view.
+int64_t element_offset(const Tensor& t, int64_t k) {
+  int64_t off = 0;
+  for (int d = t.ndim() - 1; d >= 0; --d) {
+    off += (k % t.shape()[size_t(d)]) * t.strides()[size_t(d)];
+    k /= t.shape()[size_t(d)];
+  }
+  return off;
+}
 }  // namespace
+
+Tensor NaiveBackend::empty(const Shape& shape, DType dtype) { return Tensor::empty(shape, dtype); }
+
+void NaiveBackend::fill(Tensor& t, float value) {
+  for (int64_t k = 0; k < t.numel(); ++k) t.f32()[element_offset(t, k)] = value;
+}
+
+void NaiveBackend::copy(Tensor& dst, const Tensor& src) {
+  dst.expect_shape(src.shape(), "copy: dst");
+  dst.expect_dtype(src.dtype(), "copy: dst");
+  const size_t e = dtype_size(dst.dtype());
+  for (int64_t k = 0; k < dst.numel(); ++k)
+    std::memcpy(static_cast<char*>(dst.raw()) + element_offset(dst, k) * int64_t(e),
+                static_cast<const char*>(src.raw()) + element_offset(src, k) * int64_t(e), e);
+}
 
 void NaiveBackend::linear_forward(Tensor& y, const Tensor& x, const Tensor& w, bool accumulate) {
   const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
@@ -44,6 +71,26 @@ void NaiveBackend::embedding_backward(Tensor& dtable, std::span<const int32_t> t
   const int64_t D = dtable.dim(1);
   for (size_t t = 0; t < tokens.size(); ++t)
     for (int64_t d = 0; d < D; ++d) dtable.f32()[tokens[t] * D + d] += dout.f32()[int64_t(t) * D + d];
+}
+
+void NaiveBackend::embedding_slice_forward(Tensor& out, std::span<const int32_t> tokens, const Tensor& table,
+                                           int64_t vocab_begin) {
+  const int64_t V = table.dim(0), D = table.dim(1);
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    const int64_t id = tokens[t] - vocab_begin;
+    for (int64_t d = 0; d < D; ++d)
+      out.f32()[int64_t(t) * D + d] = id >= 0 && id < V ? wat(table, id * D + d) : 0.0f;
+  }
+}
+
+void NaiveBackend::embedding_slice_backward(Tensor& dtable, std::span<const int32_t> tokens, const Tensor& dout,
+                                            int64_t vocab_begin) {
+  const int64_t V = dtable.dim(0), D = dtable.dim(1);
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    const int64_t id = tokens[t] - vocab_begin;
+    if (id < 0 || id >= V) continue;
+    for (int64_t d = 0; d < D; ++d) dtable.f32()[id * D + d] += dout.f32()[int64_t(t) * D + d];
+  }
 }
 
 void NaiveBackend::rmsnorm_forward(Tensor& y, Tensor* rstd, const Tensor& x, const Tensor& w, float eps) {
@@ -202,6 +249,49 @@ void NaiveBackend::cross_entropy_backward(Tensor& dlogits, const Tensor& logits,
     for (int64_t v = 0; v < V; ++v) sum += std::exp(l[v] - mx);
     for (int64_t v = 0; v < V; ++v)
       d[v] = targets[size_t(t)] < 0 ? 0.0f : scale * (std::exp(l[v] - mx) / sum - (v == targets[size_t(t)] ? 1.0f : 0.0f));
+  }
+}
+
+void NaiveBackend::cross_entropy_slice_max(Tensor& row_max, const Tensor& logits) {
+  const int64_t N = logits.dim(0), V = logits.dim(1);
+  for (int64_t n = 0; n < N; ++n) {
+    float m = -INFINITY;
+    for (int64_t v = 0; v < V; ++v) m = std::max(m, logits.f32()[n * V + v]);
+    row_max.f32()[n] = m;
+  }
+}
+
+void NaiveBackend::cross_entropy_slice_sums(Tensor& sum_exp, Tensor& target_logit, const Tensor& logits,
+                                            const Tensor& row_max, std::span<const int32_t> targets,
+                                            int64_t vocab_begin) {
+  const int64_t N = logits.dim(0), V = logits.dim(1);
+  for (int64_t n = 0; n < N; ++n) {
+    double s = 0;
+    for (int64_t v = 0; v < V; ++v) s += std::exp(double(logits.f32()[n * V + v] - row_max.f32()[n]));
+    sum_exp.f32()[n] = float(s);
+    const int64_t t = targets[size_t(n)];
+    target_logit.f32()[n] = t >= vocab_begin && t < vocab_begin + V ? logits.f32()[n * V + t - vocab_begin] : 0.0f;
+  }
+}
+
+void NaiveBackend::cross_entropy_slice_losses(Tensor& losses, Tensor& lse, const Tensor& row_max,
+                                              const Tensor& sum_exp, const Tensor& target_logit,
+                                              std::span<const int32_t> targets) {
+  for (int64_t n = 0; n < row_max.numel(); ++n) {
+    lse.f32()[n] = row_max.f32()[n] + std::log(sum_exp.f32()[n]);
+    losses.f32()[n] = targets[size_t(n)] < 0 ? 0.0f : lse.f32()[n] - target_logit.f32()[n];
+  }
+}
+
+void NaiveBackend::cross_entropy_slice_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
+                                                std::span<const int32_t> targets, int64_t vocab_begin, float scale) {
+  const int64_t N = logits.dim(0), V = logits.dim(1);
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t t = targets[size_t(n)];
+    for (int64_t v = 0; v < V; ++v)
+      dlogits.f32()[n * V + v] =
+          t < 0 ? 0.0f
+                : scale * (std::exp(logits.f32()[n * V + v] - lse.f32()[n]) - (t == vocab_begin + v ? 1.0f : 0.0f));
   }
 }
 

@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
     }
   }
   try {
-    LoadedModel m = load_model({std::string(LATTE_SOURCE_DIR) + "/models/stories260K/stories260K.bin", "", "cpu", false});
+    LoadedModel m = load_model({std::string(LATTE_SOURCE_DIR) + "/models/stories260K/stories260K.bin", "", &cpu_backend(), false});
     const ModelConfig& c = m.model->config();
     Transformer model(c, weights_to_f32(c, m.model->weights()), cpu_backend());
     std::mt19937 rng(1);

@@ -41,6 +41,33 @@ class Backend {
   virtual Device device() const = 0;
   virtual std::string name() const = 0;
 
+  // ---- memory: every tensor the model, the engine and the trainer allocate, fill or copy goes
+  // through these, so the same code runs on any device ----
+  // An uninitialised tensor in this backend's memory.
+  virtual Tensor empty(const Shape& shape, DType dtype = DType::f32) = 0;
+  // t = value in every element; t may be a strided view (f32 only).
+  virtual void fill(Tensor& t, float value) = 0;
+  // dst = src elementwise: same shape, same dtype, either side may be a strided view (narrow,
+  // slice, select). How cache rows are written, heads regrouped, keys assembled from parts.
+  virtual void copy(Tensor& dst, const Tensor& src) = 0;
+  // Host <-> this device. The CPU backend returns its argument (a view, no copy); a device backend
+  // copies. to_host is how a result the caller must read on the host (a loss, sampled logits)
+  // leaves the device; to_device is how weights loaded on the host arrive.
+  virtual Tensor to_host(const Tensor& t) = 0;
+  virtual Tensor to_device(const Tensor& host) = 0;
+  // Conveniences built on the above.
+  Tensor zeros(const Shape& shape) {
+    Tensor t = empty(shape);
+    fill(t, 0.0f);
+    return t;
+  }
+  Tensor clone(const Tensor& t) {
+    Tensor c = empty(t.shape(), t.dtype());
+    copy(c, t);
+    return c;
+  }
+  Tensor contiguous(const Tensor& t) { return t.is_contiguous() ? t : clone(t); }
+
   // y[M,N] = x[M,K] . w[N,K]^T (nn.Linear layout); with accumulate, y += instead.
   virtual void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, bool accumulate) = 0;
   // dx[M,K] += dy[M,N] . w[N,K] (when dx), dw[N,K] += dy^T . x (when dw; dw is f32).
@@ -83,6 +110,17 @@ class Backend {
   virtual void mla_absorbed_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat, const Tensor& k_rope,
                                       const Tensor& latent, float scale) = 0;
 
+  // Vocabulary-parallel embedding: this rank's table holds rows [vocab_begin, vocab_begin + V) of
+  // the whole vocabulary. out[t] = table[tokens[t] - vocab_begin] when the id falls in the slice,
+  // else a zero row (the rank that owns it supplies it through the all-reduce that follows).
+  // Negative ids throw invalid_argument naming the id and position; ids past the slice are not
+  // errors here (the caller checks them against the whole vocabulary).
+  virtual void embedding_slice_forward(Tensor& out, std::span<const int32_t> tokens, const Tensor& table,
+                                       int64_t vocab_begin) = 0;
+  // dtable[V,D] += dout[t] for the tokens that fall in the slice; others contribute nothing.
+  virtual void embedding_slice_backward(Tensor& dtable, std::span<const int32_t> tokens, const Tensor& dout,
+                                        int64_t vocab_begin) = 0;
+
   // h[T,F] = silu(gate) * up.
   virtual void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) = 0;
   // dgate, dup [T,F] are overwritten.
@@ -95,6 +133,25 @@ class Backend {
   // dlogits[T,V] = scale * (softmax(logits[t]) - onehot(targets[t])); zero rows for ignored targets.
   virtual void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, std::span<const int32_t> targets,
                                       float scale) = 0;
+
+  // Cross-entropy over logits split by vocabulary (a rank holds columns [vocab_begin, vocab_begin
+  // + V) of the whole vocabulary), in the steps between which the caller all-reduces over the
+  // ranks; no rank ever holds the full logits:
+  //   1. row_max[N] = max_v logits[n, v]                                        (then all-reduce max)
+  //   2. sum_exp[N] = sum_v exp(logits[n, v] - row_max[n]), summed in double;
+  //      target_logit[N] = logits[n, targets[n] - vocab_begin] when the target falls in the slice,
+  //      else 0                                                  (then all-reduce sum of both)
+  //   3. lse[N] = row_max + log(sum_exp); losses[N] = lse - target_logit, 0 where targets[n] < 0
+  //   backward: dlogits[N,V] = scale * (exp(logits - lse) - onehot(targets - vocab_begin)), zero
+  //      rows for targets < 0.
+  virtual void cross_entropy_slice_max(Tensor& row_max, const Tensor& logits) = 0;
+  virtual void cross_entropy_slice_sums(Tensor& sum_exp, Tensor& target_logit, const Tensor& logits,
+                                        const Tensor& row_max, std::span<const int32_t> targets,
+                                        int64_t vocab_begin) = 0;
+  virtual void cross_entropy_slice_losses(Tensor& losses, Tensor& lse, const Tensor& row_max, const Tensor& sum_exp,
+                                          const Tensor& target_logit, std::span<const int32_t> targets) = 0;
+  virtual void cross_entropy_slice_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
+                                            std::span<const int32_t> targets, int64_t vocab_begin, float scale) = 0;
 
   // y += x (same shape).
   virtual void add_inplace(Tensor& y, const Tensor& x) = 0;

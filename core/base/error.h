@@ -1,5 +1,5 @@
 // One error type for the whole library. Library code throws latte::Error; exactly one place per
-// main() prints it and picks the exit code (see core/cli/main.cpp).
+// main() prints it and picks the exit code (see cli/main.cpp).
 #pragma once
 #include <sstream>
 #include <stdexcept>

@@ -4,31 +4,123 @@
 
 namespace latte {
 
-std::vector<std::pair<std::string, Shape>> model_tensor_shapes(const ModelConfig& c) {
-  std::vector<std::pair<std::string, Shape>> out;
-  out.emplace_back("model.embed_tokens.weight", Shape{c.vocab_size, c.dim});
-  for (int64_t i = 0; i < c.n_layers; ++i) {
-    const std::string p = str_cat("model.layers.", i, ".");
-    out.emplace_back(p + "input_layernorm.weight", Shape{c.dim});
-    out.emplace_back(p + "self_attn.q_proj.weight", Shape{c.q_dim(), c.dim});
-    if (c.is_mla()) {
-      out.emplace_back(p + "self_attn.kv_a_proj.weight", Shape{c.kv_lora_rank(), c.dim});
-      out.emplace_back(p + "self_attn.k_rope_proj.weight", Shape{c.n_kv_heads * c.rope_dim(), c.dim});
-      out.emplace_back(p + "self_attn.k_b_proj.weight", Shape{c.n_kv_heads * c.nope_dim(), c.kv_lora_rank()});
-      out.emplace_back(p + "self_attn.v_b_proj.weight", Shape{c.kv_dim(), c.kv_lora_rank()});
-    } else {
-      out.emplace_back(p + "self_attn.k_proj.weight", Shape{c.kv_dim(), c.dim});
-      out.emplace_back(p + "self_attn.v_proj.weight", Shape{c.kv_dim(), c.dim});
-    }
-    out.emplace_back(p + "self_attn.o_proj.weight", Shape{c.dim, c.q_dim()});
-    out.emplace_back(p + "post_attention_layernorm.weight", Shape{c.dim});
-    out.emplace_back(p + "mlp.gate_proj.weight", Shape{c.hidden_dim, c.dim});
-    out.emplace_back(p + "mlp.up_proj.weight", Shape{c.hidden_dim, c.dim});
-    out.emplace_back(p + "mlp.down_proj.weight", Shape{c.dim, c.hidden_dim});
+namespace {
+
+const std::string kLayerPrefix = "model.layers.";
+
+// The rows of one layer (name without the "model.layers.N." prefix), in file order.
+std::vector<ModelTensor> layer_rows(const ModelConfig& c) {
+  const int64_t D = c.dim, L = c.kv_lora_rank(), hd = c.head_dim;
+  auto row = [](const char* leaf, Shape shape, TpSplit split, SplitUnit unit, int64_t width,
+                Tensor LayerWeights::*field) {
+    return ModelTensor{leaf, std::move(shape), split, unit, width, 0, field, nullptr};
+  };
+  const TpSplit rep = TpSplit::replicated, rows = TpSplit::rows, cols = TpSplit::cols;
+  std::vector<ModelTensor> r;
+  r.push_back(row("input_layernorm.weight", {D}, rep, SplitUnit::none, 1, &LayerWeights::attn_norm));
+  r.push_back(row("self_attn.q_proj.weight", {c.q_dim(), D}, rows, SplitUnit::heads, hd, &LayerWeights::wq));
+  if (c.is_mla()) {
+    r.push_back(row("self_attn.kv_a_proj.weight", {L, D}, rep, SplitUnit::none, 1, &LayerWeights::w_dkv));
+    r.push_back(row("self_attn.k_rope_proj.weight", {c.n_kv_heads * c.rope_dim(), D}, rows, SplitUnit::kv_heads,
+                    c.rope_dim(), &LayerWeights::w_kr));
+    r.push_back(row("self_attn.k_b_proj.weight", {c.n_kv_heads * c.nope_dim(), L}, rows, SplitUnit::kv_heads,
+                    c.nope_dim(), &LayerWeights::w_uk));
+    r.push_back(row("self_attn.v_b_proj.weight", {c.kv_dim(), L}, rows, SplitUnit::kv_heads, hd, &LayerWeights::w_uv));
+  } else {
+    r.push_back(row("self_attn.k_proj.weight", {c.kv_dim(), D}, rows, SplitUnit::kv_heads, hd, &LayerWeights::wk));
+    r.push_back(row("self_attn.v_proj.weight", {c.kv_dim(), D}, rows, SplitUnit::kv_heads, hd, &LayerWeights::wv));
   }
-  out.emplace_back("model.norm.weight", Shape{c.dim});
-  if (!c.tied_embeddings) out.emplace_back("lm_head.weight", Shape{c.vocab_size, c.dim});
+  r.push_back(row("self_attn.o_proj.weight", {D, c.q_dim()}, cols, SplitUnit::heads, hd, &LayerWeights::wo));
+  r.push_back(row("post_attention_layernorm.weight", {D}, rep, SplitUnit::none, 1, &LayerWeights::ffn_norm));
+  r.push_back(row("mlp.gate_proj.weight", {c.hidden_dim, D}, rows, SplitUnit::hidden, 1, &LayerWeights::w_gate));
+  r.push_back(row("mlp.up_proj.weight", {c.hidden_dim, D}, rows, SplitUnit::hidden, 1, &LayerWeights::w_up));
+  r.push_back(row("mlp.down_proj.weight", {D, c.hidden_dim}, cols, SplitUnit::hidden, 1, &LayerWeights::w_down));
+  return r;
+}
+
+ModelTensor global_row(const char* name, Shape shape, TpSplit split, SplitUnit unit, Tensor ModelWeights::*field) {
+  return ModelTensor{name, std::move(shape), split, unit, 1, -1, nullptr, field};
+}
+
+ModelTensor embed_row(const ModelConfig& c) {
+  return global_row("model.embed_tokens.weight", {c.vocab_size, c.dim}, TpSplit::rows, SplitUnit::vocab,
+                    &ModelWeights::tok_embeddings);
+}
+ModelTensor norm_row(const ModelConfig& c) {
+  return global_row("model.norm.weight", {c.dim}, TpSplit::replicated, SplitUnit::none, &ModelWeights::norm);
+}
+ModelTensor lm_head_row(const ModelConfig& c) {
+  return global_row("lm_head.weight", {c.vocab_size, c.dim}, TpSplit::rows, SplitUnit::vocab, &ModelWeights::lm_head);
+}
+
+}  // namespace
+
+TensorSlice ModelTensor::slice(const TpLayout& tp) const {
+  if (split == TpSplit::replicated) return TensorSlice{TpSplit::replicated, 0, shape.empty() ? 0 : shape[0]};
+  int64_t begin = 0, count = 0;
+  switch (unit) {
+    case SplitUnit::heads: begin = tp.heads0, count = tp.heads; break;
+    case SplitUnit::kv_heads: begin = tp.kv_heads0, count = tp.kv_heads; break;
+    case SplitUnit::hidden: begin = tp.hidden0, count = tp.hidden; break;
+    case SplitUnit::vocab: begin = tp.vocab0, count = tp.vocab; break;
+    case SplitUnit::none: fail(ErrorCode::internal, "tensor ", name, " splits without a unit");
+  }
+  return TensorSlice{split, begin * unit_width, count * unit_width};
+}
+
+Shape ModelTensor::local_shape(const TpLayout& tp) const {
+  Shape s = shape;
+  const TensorSlice sl = slice(tp);
+  if (sl.split == TpSplit::rows) s[0] = sl.count;
+  if (sl.split == TpSplit::cols) s[1] = sl.count;
+  return s;
+}
+
+Tensor& ModelTensor::in(ModelWeights& w) const {
+  if (model_field) return w.*model_field;
+  LATTE_ASSERT(layer >= 0 && layer < int64_t(w.layers.size()));
+  return w.layers[size_t(layer)].*layer_field;
+}
+
+std::vector<ModelTensor> model_tensors(const ModelConfig& c) {
+  std::vector<ModelTensor> out;
+  out.push_back(embed_row(c));
+  const std::vector<ModelTensor> rows = layer_rows(c);
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    const std::string prefix = str_cat(kLayerPrefix, i, ".");
+    for (ModelTensor t : rows) {
+      t.name = prefix + t.name;
+      t.layer = i;
+      out.push_back(std::move(t));
+    }
+  }
+  out.push_back(norm_row(c));
+  if (!c.tied_embeddings) out.push_back(lm_head_row(c));
   return out;
+}
+
+ModelTensor find_model_tensor(const ModelConfig& c, const std::string& name) {
+  if (name == "model.embed_tokens.weight") return embed_row(c);
+  if (name == "model.norm.weight") return norm_row(c);
+  if (name == "lm_head.weight" && !c.tied_embeddings) return lm_head_row(c);
+  if (name.rfind(kLayerPrefix, 0) == 0) {
+    const size_t dot = name.find('.', kLayerPrefix.size());
+    const std::string index = name.substr(kLayerPrefix.size(), dot - kLayerPrefix.size());
+    const bool numeric = dot != std::string::npos && !index.empty() && index.size() < 10 &&
+                         index.find_first_not_of("0123456789") == std::string::npos;
+    const int64_t layer = numeric ? std::stoll(index) : -1;
+    if (layer >= 0 && layer < c.n_layers) {
+      const std::string leaf = name.substr(dot + 1);
+      for (ModelTensor t : layer_rows(c)) {
+        if (t.name != leaf) continue;
+        t.name = name;
+        t.layer = layer;
+        return t;
+      }
+    }
+  }
+  fail(ErrorCode::bad_file, "tensor ", name, " is not part of a ", c.architecture, " model with ", c.n_layers,
+       " layers");
 }
 
 TpLayout tp_layout(const ModelConfig& c, int64_t rank, int64_t size) {
@@ -62,40 +154,29 @@ TpLayout tp_layout(const ModelConfig& c, int64_t rank, int64_t size) {
   return t;
 }
 
-TensorSlice tensor_slice(const ModelConfig& c, const TpLayout& tp, const std::string& name, const Shape& shape) {
-  auto leaf_is = [&](const char* leaf) {
-    const std::string l(leaf);
-    return name.size() >= l.size() && name.compare(name.size() - l.size(), l.size(), l) == 0;
-  };
-  auto rows = [&](int64_t begin, int64_t count) { return TensorSlice{TpSplit::rows, begin, count}; };
-  if (leaf_is("embed_tokens.weight") || name == "lm_head.weight") return rows(tp.vocab0, tp.vocab);
-  if (leaf_is("q_proj.weight")) return rows(tp.heads0 * c.head_dim, tp.heads * c.head_dim);
-  if (leaf_is("k_proj.weight") || leaf_is("v_proj.weight") || leaf_is("v_b_proj.weight"))
-    return rows(tp.kv_heads0 * c.head_dim, tp.kv_heads * c.head_dim);
-  if (leaf_is("k_rope_proj.weight")) return rows(tp.kv_heads0 * c.rope_dim(), tp.kv_heads * c.rope_dim());
-  if (leaf_is("k_b_proj.weight")) return rows(tp.kv_heads0 * c.nope_dim(), tp.kv_heads * c.nope_dim());
-  if (leaf_is("gate_proj.weight") || leaf_is("up_proj.weight")) return rows(tp.hidden0, tp.hidden);
-  if (leaf_is("o_proj.weight")) return TensorSlice{TpSplit::cols, tp.heads0 * c.head_dim, tp.heads * c.head_dim};
-  if (leaf_is("down_proj.weight")) return TensorSlice{TpSplit::cols, tp.hidden0, tp.hidden};
-  return TensorSlice{TpSplit::replicated, 0, shape.empty() ? 0 : shape[0]};  // norms, kv_a_proj (W_dkv)
-}
-
-std::vector<std::pair<std::string, Shape>> model_tensor_shapes(const ModelConfig& c, const TpLayout& tp) {
-  auto out = model_tensor_shapes(c);
-  for (auto& [name, shape] : out) {
-    TensorSlice s = tensor_slice(c, tp, name, shape);
-    if (s.split == TpSplit::rows) shape[0] = s.count;
-    if (s.split == TpSplit::cols) shape[1] = s.count;
-  }
+std::vector<std::pair<std::string, Shape>> model_tensor_shapes(const ModelConfig& c) {
+  std::vector<std::pair<std::string, Shape>> out;
+  for (const ModelTensor& t : model_tensors(c)) out.emplace_back(t.name, t.shape);
   return out;
 }
 
+std::vector<std::pair<std::string, Shape>> model_tensor_shapes(const ModelConfig& c, const TpLayout& tp) {
+  std::vector<std::pair<std::string, Shape>> out;
+  for (const ModelTensor& t : model_tensors(c)) out.emplace_back(t.name, t.local_shape(tp));
+  return out;
+}
+
+TensorSlice tensor_slice(const ModelConfig& c, const TpLayout& tp, const std::string& name, const Shape&) {
+  return find_model_tensor(c, name).slice(tp);
+}
+
+// Stores are host memory (files and their copies): shard_store and merge_shards copy on the host.
 TensorStore shard_store(const ModelConfig& c, const TpLayout& tp, const TensorStore& full) {
   TensorStore local;
   local.origin = full.origin;
-  for (const auto& [name, shape] : model_tensor_shapes(c)) {
-    const Tensor& t = full.get(name, shape);
-    TensorSlice s = tensor_slice(c, tp, name, shape);
+  for (const ModelTensor& mt : model_tensors(c)) {
+    const Tensor& t = full.get(mt.name, mt.shape);
+    const TensorSlice s = mt.slice(tp);
     Tensor part;
     if (s.split == TpSplit::rows) {
       part = t.slice(s.begin, s.begin + s.count);  // a contiguous view: no copy (TP 1 keeps the file's tensors)
@@ -104,7 +185,7 @@ TensorStore shard_store(const ModelConfig& c, const TpLayout& tp, const TensorSt
     } else {
       part = t;
     }
-    local.put(name, part, full.file_of(name));
+    local.put(mt.name, part, full.file_of(mt.name));
   }
   return local;
 }
@@ -116,36 +197,35 @@ TensorStore merge_shards(const ModelConfig& c, const std::vector<TensorStore>& r
   for (int64_t r = 0; r < n; ++r) layouts.push_back(tp_layout(c, r, n));
   TensorStore full;
   full.origin = ranks[0].origin;
-  for (const auto& [name, shape] : model_tensor_shapes(c)) {
-    Tensor out = Tensor::empty(shape, DType::f32);
+  for (const ModelTensor& mt : model_tensors(c)) {
+    Tensor out = Tensor::empty(mt.shape, DType::f32);
     std::string file;
     for (int64_t r = 0; r < n; ++r) {
-      const TensorSlice s = tensor_slice(c, layouts[size_t(r)], name, shape);
-      const Tensor& part = ranks[size_t(r)].get(name);
-      file = ranks[size_t(r)].file_of(name);
+      const TensorSlice s = mt.slice(layouts[size_t(r)]);
+      const Tensor& part = ranks[size_t(r)].get(mt.name);
+      file = ranks[size_t(r)].file_of(mt.name);
       if (s.split == TpSplit::replicated) {
         if (r == 0) out.copy_from(part);
         continue;
       }
       Tensor dst = s.split == TpSplit::rows ? out.slice(s.begin, s.begin + s.count) : out.narrow(1, s.begin, s.begin + s.count);
-      LATTE_REQUIRE(part.shape() == dst.shape(), ErrorCode::bad_file, "merge_shards: ", name, " from rank ", r, " in ",
-                    file, " has shape ", shape_str(part.shape()), ", expected ", shape_str(dst.shape()));
+      LATTE_REQUIRE(part.shape() == dst.shape(), ErrorCode::bad_file, "merge_shards: ", mt.name, " from rank ", r,
+                    " in ", file, " has shape ", shape_str(part.shape()), ", expected ", shape_str(dst.shape()));
       dst.copy_from(part);  // ranks sharing a replicated KV head write the same rows again
     }
-    full.put(name, out, file);
+    full.put(mt.name, out, file);
   }
   return full;
 }
 
 void check_model_tensors(const ModelConfig& c, const TensorStore& tensors) {
-  const auto expected = model_tensor_shapes(c);
   std::set<std::string> names;
-  for (const auto& [name, shape] : expected) {
-    names.insert(name);
-    LATTE_REQUIRE(tensors.has(name), ErrorCode::bad_file, "missing tensor ", name, " in ", tensors.origin,
-                  " (expected shape ", shape_str(shape), ")");
-    const Tensor& t = tensors.get(name, shape);  // throws bad_file naming tensor, file and shapes
-    LATTE_REQUIRE(t.is_contiguous(), ErrorCode::internal, "tensor ", name, " from ", tensors.file_of(name),
+  for (const ModelTensor& mt : model_tensors(c)) {
+    names.insert(mt.name);
+    LATTE_REQUIRE(tensors.has(mt.name), ErrorCode::bad_file, "missing tensor ", mt.name, " in ", tensors.origin,
+                  " (expected shape ", shape_str(mt.shape), ")");
+    const Tensor& t = tensors.get(mt.name, mt.shape);  // throws bad_file naming tensor, file and shapes
+    LATTE_REQUIRE(t.is_contiguous(), ErrorCode::internal, "tensor ", mt.name, " from ", tensors.file_of(mt.name),
                   " is not contiguous");
   }
   for (const auto& [name, entry] : tensors.entries()) {

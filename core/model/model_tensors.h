@@ -1,31 +1,43 @@
-// The one table of a model's tensors: HF-style names and shapes for a config, in file order.
-// Loaders check checkpoints against it, savers write in its order, models take weights by it.
+// The one table of a model's tensors: for every tensor of a config, its checkpoint name, its
+// shape, how it splits under tensor parallelism and the LayerWeights / ModelWeights field it
+// fills. Loaders check checkpoints against it, savers write in its order, the model takes its
+// weights by it, the trainer and the planner slice by it.
+//
+// Names, per layer (prefix model.layers.N.), and what the code and the papers call them:
+//
+//   checkpoint name                  field     shape             TP split          MHA2MLA / DeepSeek
+//   input_layernorm.weight           attn_norm [D]               replicated        attn_norm
+//   self_attn.q_proj.weight          wq        [Hq*hd, D]        rows by heads     W_q / wq
+//   self_attn.k_proj.weight          wk        [Hkv*hd, D]       rows by KV heads  (llama only)
+//   self_attn.v_proj.weight          wv        [Hkv*hd, D]       rows by KV heads  (llama only)
+//   self_attn.kv_a_proj.weight       w_dkv     [L, D]            replicated        W_dkv / wkv_a
+//   self_attn.k_rope_proj.weight     w_kr      [Hkv*R, D]        rows by KV heads  W_kr (per-head RoPE keys)
+//   self_attn.k_b_proj.weight        w_uk      [Hkv*dc, L]       rows by KV heads  W_uk / wkv_b (key part)
+//   self_attn.v_b_proj.weight        w_uv      [Hkv*hd, L]       rows by KV heads  W_uv / wkv_b (value part)
+//   self_attn.o_proj.weight          wo        [D, Hq*hd]        columns by heads  W_o / wo
+//   post_attention_layernorm.weight  ffn_norm  [D]               replicated
+//   mlp.gate_proj.weight             w_gate    [F, D]            rows (F)          llama2.c w1
+//   mlp.up_proj.weight               w_up      [F, D]            rows (F)          llama2.c w3
+//   mlp.down_proj.weight             w_down    [D, F]            columns (F)       llama2.c w2
+// and model.embed_tokens.weight (tok_embeddings, rows by vocabulary), model.norm.weight (norm,
+// replicated), lm_head.weight (lm_head, rows by vocabulary; absent when tied).
+//
+// Tensor parallelism, Megatron-style, as data: "rows" is column-parallel (output rows split),
+// "columns" row-parallel (input columns split); parallel/README.md says which layer runs each.
+// Rows split by heads keep whole heads; when n_kv_heads < tp (and divides it) each rank holds the
+// one KV head its query heads read. MLA's W_dkv is replicated: every rank computes the same latent
+// and holds the same latent cache.
 #pragma once
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "core/model/config.h"
+#include "core/model/model_weights.h"
 #include "core/tensor/tensor_store.h"
 
 namespace latte {
 
-// Per layer, llama: q_proj, k_proj, v_proj, o_proj; MLA (see config.h for the head layout):
-//   self_attn.q_proj.weight      [n_heads*head_dim, dim]        rows per head [rope | nope]
-//   self_attn.kv_a_proj.weight   [kv_lora_rank, dim]            W_dkv: x -> latent c
-//   self_attn.k_rope_proj.weight [n_kv_heads*2r, dim]           W_kr: x -> RoPE keys per KV head
-//   self_attn.k_b_proj.weight    [n_kv_heads*(head_dim-2r), D]  W_uk: c -> no-RoPE keys
-//   self_attn.v_b_proj.weight    [n_kv_heads*head_dim, D]       W_uv: c -> values
-//   self_attn.o_proj.weight      [dim, n_heads*head_dim]
-// plus the norms and the MLP, and the embedding / final norm / lm_head (absent when tied).
-std::vector<std::pair<std::string, Shape>> model_tensor_shapes(const ModelConfig& c);
-
-// Tensor parallelism, Megatron-style, as data: how each tensor of the table splits over the
-// ranks of a TP group. Column-parallel weights (q, k, v, W_kr, W_uk, W_uv, gate, up, and the
-// vocab-parallel embedding and lm_head) split their output rows; row-parallel weights (o_proj,
-// down) split their input columns; norms and MLA's W_dkv are replicated, so every rank computes
-// the same latent and holds the same latent cache. Rows split by heads keep whole heads; when
-// n_kv_heads < tp (and divides it) each rank holds the one KV head its query heads read.
 enum class TpSplit { replicated, rows, cols };
 
 struct TpLayout {
@@ -46,10 +58,38 @@ struct TensorSlice {
   TpSplit split = TpSplit::replicated;
   int64_t begin = 0, count = 0;  // rows (rows split) or columns (cols split); whole for replicated
 };
-// How tensor `name` of the table splits for this rank (global shape in, slice out).
-TensorSlice tensor_slice(const ModelConfig& c, const TpLayout& tp, const std::string& name, const Shape& shape);
-// The table for one rank: names with this rank's local shapes.
+
+// The unit a split dimension is counted in (how many of them a rank holds comes from TpLayout).
+enum class SplitUnit { none, heads, kv_heads, hidden, vocab };
+
+// One row of the table.
+struct ModelTensor {
+  std::string name;  // checkpoint name
+  Shape shape;       // the whole model's
+  TpSplit split = TpSplit::replicated;
+  SplitUnit unit = SplitUnit::none;
+  int64_t unit_width = 1;  // rows (or columns) per unit, e.g. head_dim per query head
+  int64_t layer = -1;      // -1 for the embedding, final norm and lm_head
+  Tensor LayerWeights::*layer_field = nullptr;
+  Tensor ModelWeights::*model_field = nullptr;
+
+  TensorSlice slice(const TpLayout& tp) const;
+  Shape local_shape(const TpLayout& tp) const;
+  Tensor& in(ModelWeights& w) const;
+};
+
+// Every tensor of the config, in file order.
+std::vector<ModelTensor> model_tensors(const ModelConfig& c);
+// The row named `name`; throws bad_file naming it when the config has no such tensor.
+ModelTensor find_model_tensor(const ModelConfig& c, const std::string& name);
+
+// Views of the table: names with whole-model shapes, or with this rank's local shapes.
+std::vector<std::pair<std::string, Shape>> model_tensor_shapes(const ModelConfig& c);
 std::vector<std::pair<std::string, Shape>> model_tensor_shapes(const ModelConfig& c, const TpLayout& tp);
+// How tensor `name` of the table splits for this rank (find_model_tensor(c, name).slice(tp); the
+// shape argument is unused and kept for the callers that pass it).
+TensorSlice tensor_slice(const ModelConfig& c, const TpLayout& tp, const std::string& name, const Shape& shape);
+
 // A full store sliced to this rank, contiguous: row slices are views of `full` (no copy), column
 // slices are copies. The slicing the loaders apply at load time.
 TensorStore shard_store(const ModelConfig& c, const TpLayout& tp, const TensorStore& full);

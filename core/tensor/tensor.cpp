@@ -194,7 +194,7 @@ void Tensor::copy_from(const Tensor& src) {
   LATTE_REQUIRE(src.shape_ == shape_, ErrorCode::shape_mismatch, "copy_from: source ", shape_str(src.shape_),
                 " into ", shape_str(shape_));
   LATTE_REQUIRE(device().kind == DeviceKind::cpu && src.device().kind == DeviceKind::cpu,
-                ErrorCode::unsupported, "copy_from on device tensors goes through the backend");
+                ErrorCode::unsupported, "copy_from on device tensors goes through the backend (Backend::copy)");
   if (is_contiguous() && src.is_contiguous() && src.dtype_ == dtype_) {
     std::memmove(raw(), src.raw(), nbytes());
     return;
@@ -224,6 +224,8 @@ std::vector<float> Tensor::to_vector() const {
 }
 
 void Tensor::fill(float value) {
+  LATTE_REQUIRE(device().kind == DeviceKind::cpu, ErrorCode::unsupported,
+                "fill on device tensors goes through the backend (Backend::fill)");
   LATTE_REQUIRE(is_contiguous(), ErrorCode::invalid_argument, "fill of a non-contiguous tensor");
   int64_t n = numel();
   for (int64_t i = 0; i < n; ++i) store_from_f32(raw(), dtype_, i, value);

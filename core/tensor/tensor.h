@@ -70,7 +70,8 @@ class Tensor {
   Tensor select(int64_t index) const;            // dim 0 removed
   Tensor narrow(int dim, int64_t begin, int64_t end) const;  // [begin, end) along dim, strided view
 
-  // Copies.
+  // Host-only copies and fills, for loaders, savers and tests. Code that runs on the model's
+  // device (core/model, the engine, the trainer) uses Backend::empty / fill / copy / clone.
   Tensor clone() const;
   Tensor to(DType dtype) const;      // host only; widening is exact, narrowing rounds to nearest even
   std::vector<float> to_vector() const;  // host only, widened to f32

@@ -85,10 +85,12 @@ PerplexityResult perplexity(Transformer& model, const std::vector<int32_t>& all_
   double nll_sum = 0;
   int64_t scored = 0;
   for_each_window_batch(all_tokens, n, bos_id, W, p.batch, [&](const WindowBatch& wb) {
+    Backend& be = model.backend();
     Tensor logits = window_logits(model, wb);
-    Tensor losses = Tensor::empty({wb.rows * wb.T});
-    model.backend().cross_entropy_forward(losses, logits, wb.targets);
-    const float* lp = losses.f32();
+    Tensor losses = be.empty({wb.rows * wb.T});
+    be.cross_entropy_forward(losses, logits, wb.targets);
+    const Tensor host_losses = be.to_host(losses);
+    const float* lp = host_losses.f32();
     for (int64_t i = 0; i < wb.rows * wb.T; ++i) {
       if (wb.targets[size_t(i)] < 0) continue;
       LATTE_REQUIRE(std::isfinite(lp[i]), ErrorCode::numerics, "perplexity: non-finite loss at token ", i);
@@ -123,7 +125,8 @@ CompareResult compare_models(Transformer& a, Transformer& b, const std::vector<i
   int64_t agree = 0;
   std::vector<double> la(static_cast<size_t>(V)), lb(static_cast<size_t>(V));
   for_each_window_batch(all_tokens, n, bos_id, W, pp.batch, [&](const WindowBatch& wb) {
-    Tensor xa = window_logits(a, wb), xb = window_logits(b, wb);
+    // Both models' logits are read on the host (a view on the CPU, a copy from a device).
+    const Tensor xa = a.backend().to_host(window_logits(a, wb)), xb = b.backend().to_host(window_logits(b, wb));
     for (int64_t i = 0; i < wb.rows * wb.T; ++i) {
       const int32_t target = wb.targets[size_t(i)];
       if (target < 0) continue;

@@ -27,7 +27,7 @@ GenerateResult generate(Transformer& model, const Tokenizer& tok, const Generate
                 " tokens, more than the ", steps, " positions allowed (context ", c.max_seq_len, ")");
   r.prompt_tokens = int64_t(prompt.size());
   Sampler sampler(p.sampling);
-  KvCache cache = KvCache::create(c, 1, steps);
+  KvCache cache = model.make_cache(1, steps);  // in the model's backend memory
 
   // Prefill all prompt tokens but the last in one pass; run.c feeds them one at a time, which
   // computes the same cache entries (their logits are never used).
@@ -44,7 +44,9 @@ GenerateResult generate(Transformer& model, const Tokenizer& tok, const Generate
   int32_t token = prompt.back();
   auto start = std::chrono::steady_clock::now();
   while (cache.length < steps) {
-    Tensor logits = model.forward(std::span<const int32_t>(&token, 1), 1, cache, LogitsFor::last_position);
+    // The logits live in the backend's memory; the sampler reads them on the host.
+    Tensor logits = model.backend().to_host(
+        model.forward(std::span<const int32_t>(&token, 1), 1, cache, LogitsFor::last_position));
     int32_t next = sampler.sample(std::span<const float>(logits.f32(), size_t(c.vocab_size)));
     if (r.decoded_tokens == 0) start = std::chrono::steady_clock::now();
     ++r.decoded_tokens;

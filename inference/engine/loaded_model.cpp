@@ -1,7 +1,6 @@
 #include "inference/engine/loaded_model.h"
 
 #include <filesystem>
-#include <iostream>
 
 #include "core/backend/registry.h"
 #include "core/base/file_io.h"
@@ -24,9 +23,7 @@ LoadedModel load_model(const ModelLoadRequest& req) {
   LATTE_REQUIRE(file_exists(req.model_path), ErrorCode::io, "model not found: ", req.model_path);
   LoadedModel m;
   m.checkpoint = load_checkpoint(req.model_path);
-  std::string why;
-  Backend& backend = backend_for(req.device, &why);
-  if (!why.empty() && req.device == "auto") std::cerr << "latte: device auto: " << why << "\n";
+  Backend& backend = req.backend ? *req.backend : cpu_backend();
   const ModelConfig& c = m.checkpoint.config;
   if (req.tp && req.tp->size() > 1) {
     const TpLayout layout = tp_layout(c, req.tp->rank(), req.tp->size());

@@ -19,7 +19,8 @@ struct LoadedModel {
 struct ModelLoadRequest {
   std::string model_path;
   std::string tokenizer_path;  // empty: look for one
-  std::string device = "cpu";  // cpu | cuda | auto
+  // Where the model runs (cli/device_option.h resolves --device to it); null: the CPU backend.
+  Backend* backend = nullptr;
   bool require_tokenizer = true;
   // Tensor parallelism: when set, every rank reads the checkpoint and keeps its shard
   // (model_tensors.h), and the model runs its collectives over this group.

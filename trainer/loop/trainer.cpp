@@ -32,14 +32,14 @@ struct RankModel {
 
 // Loads a checkpoint and keeps this TP rank's f32 shard of it (every rank reads the file; the
 // split table slices it, model_tensors.h).
-RankModel load_rank_model(const std::string& path, Communicator& tp) {
+RankModel load_rank_model(const std::string& path, Communicator& tp, Backend& backend) {
   RankModel m;
   m.checkpoint = load_checkpoint(path);
   const ModelConfig& c = m.checkpoint.config;
   const TpLayout layout = tp_layout(c, tp.rank(), tp.size());
   TensorStore local = shard_store(c, layout, m.checkpoint.tensors);
   ModelWeights w = weights_to_f32(c, weights_from_store(c, local, layout));
-  m.model = std::make_unique<Transformer>(c, std::move(w), cpu_backend(), &tp);
+  m.model = std::make_unique<Transformer>(c, std::move(w), backend, &tp);
   // The f32 master copy is all training needs: release the file's tensors (and their mapping).
   m.checkpoint.tensors = TensorStore{};
   return m;
@@ -69,11 +69,15 @@ double mean_over(Communicator& comm, double v) {
 // weight * (p_student - p_teacher) / n. teacher_logits are the full [N, V] logits (the teacher's
 // forward gathers them); the student's are vocab-parallel, so the student's log-sum-exp comes from
 // the cross-entropy (acts.logsumexp) when TP > 1.
-double distillation(const Activations& acts, const Tensor& teacher_logits, const TpLayout& tp, Communicator& comm,
-                    double weight, Tensor& dlogits) {
+// The logits are read on the host and the gradient is computed there, then handed to the
+// student's backend (Backend::to_device; both are no-ops on the CPU).
+double distillation(Backend& be, const Activations& acts, const Tensor& teacher_logits, const TpLayout& tp,
+                    Communicator& comm, double weight, Tensor& dlogits) {
   const int64_t N = acts.logits.dim(0), Vl = tp.vocab, V = teacher_logits.dim(1);
-  const float* zs = acts.logits.f32();
-  const float* zt = teacher_logits.f32();
+  const Tensor student_host = be.to_host(acts.logits), teacher_host = be.to_host(teacher_logits);
+  const Tensor lse_host = tp.size > 1 ? be.to_host(acts.logsumexp) : Tensor();
+  const float* zs = student_host.f32();
+  const float* zt = teacher_host.f32();
   std::vector<double> lse_s(static_cast<size_t>(N)), lse_t(static_cast<size_t>(N));
   for (int64_t n = 0; n < N; ++n) {
     double m = zt[n * V];
@@ -82,7 +86,7 @@ double distillation(const Activations& acts, const Tensor& teacher_logits, const
     for (int64_t v = 0; v < V; ++v) s += std::exp(double(zt[n * V + v]) - m);
     lse_t[size_t(n)] = m + std::log(s);
     if (tp.size > 1) {
-      lse_s[size_t(n)] = acts.logsumexp.f32()[n];
+      lse_s[size_t(n)] = lse_host.f32()[n];
     } else {
       double ms = zs[n * Vl];
       for (int64_t v = 1; v < Vl; ++v) ms = std::max(ms, double(zs[n * Vl + v]));
@@ -93,7 +97,8 @@ double distillation(const Activations& acts, const Tensor& teacher_logits, const
   }
   const double inv_n = 1.0 / double(acts.n_targets);
   double kl_local = 0;
-  float* d = dlogits.f32();
+  Tensor d_host = Tensor::empty(acts.logits.shape());
+  float* d = d_host.f32();
   for (int64_t n = 0; n < N; ++n) {
     const bool counted = acts.targets[size_t(n)] >= 0;
     for (int64_t v = 0; v < Vl; ++v) {
@@ -104,6 +109,7 @@ double distillation(const Activations& acts, const Tensor& teacher_logits, const
       d[n * Vl + v] = counted ? float(weight * inv_n * (ps - pt)) : 0.0f;
     }
   }
+  dlogits = be.to_device(d_host);
   Tensor kl = Tensor::from_vector({float(kl_local)}, {1});
   if (comm.size() > 1) comm.all_reduce(kl, ReduceOp::sum);  // the vocabulary is split over TP
   return double(kl.f32()[0]) * inv_n;
@@ -135,7 +141,8 @@ TrainResult train(const TrainOptions& o, Communicator& world, Communicator& tp, 
   LATTE_REQUIRE(file_exists(o.data_path), ErrorCode::io, "token shard not found: ", o.data_path,
                 " (make one with latte tokenize)");
   TokenShard shard(o.data_path);
-  RankModel student = load_rank_model(o.model_path, tp);
+  Backend& backend = o.backend ? *o.backend : cpu_backend();
+  RankModel student = load_rank_model(o.model_path, tp, backend);
   const ModelConfig& c = student.model->config();
   const TpLayout layout = student.model->tp();
   student.model->set_recompute(o.recompute);
@@ -154,7 +161,7 @@ TrainResult train(const TrainOptions& o, Communicator& world, Communicator& tp, 
   std::unique_ptr<RankModel> teacher;
   if (!o.teacher_path.empty()) {
     LATTE_REQUIRE(o.distill_weight > 0, ErrorCode::invalid_argument, "--teacher needs --distill-weight > 0");
-    teacher = std::make_unique<RankModel>(load_rank_model(o.teacher_path, tp));
+    teacher = std::make_unique<RankModel>(load_rank_model(o.teacher_path, tp, backend));
     LATTE_REQUIRE(teacher->model->config().vocab_size == c.vocab_size, ErrorCode::invalid_argument, "teacher ",
                   o.teacher_path, " has a vocabulary of ", teacher->model->config().vocab_size, ", the student ",
                   c.vocab_size);
@@ -162,7 +169,7 @@ TrainResult train(const TrainOptions& o, Communicator& world, Communicator& tp, 
 
   // Parameters, their gradients, and the optimizer over them.
   ModelWeights& weights = student.model->weights();
-  ModelWeights grads = weights_zeros_like(c, layout);
+  ModelWeights grads = weights_zeros_like(c, layout, backend);  // the model accumulates into them
   std::vector<OptimParam> params;
   std::vector<std::string> names;
   std::vector<Tensor*> grad_slots;
@@ -187,7 +194,7 @@ TrainResult train(const TrainOptions& o, Communicator& world, Communicator& tp, 
     if (dir) {
       LoadedTrainState st = load_train_checkpoint(*dir, tl, c, o.data_path, shard.size());
       for_each_weight(c, layout, weights, [&](const std::string& name, const Shape&, Tensor& w) {
-        w.copy_from(st.model_shard.get(name, w.shape()));
+        backend.copy(w, backend.to_device(st.model_shard.get(name, w.shape())));
       });
       AdamW::Meta meta = optim.meta();
       meta.steps = st.state.optim.steps;
@@ -273,8 +280,8 @@ TrainResult train(const TrainOptions& o, Communicator& world, Communicator& tp, 
       if (teacher) {
         KvCache cache = teacher->model->make_cache(b.rows, b.seq);
         Tensor tl_full = teacher->model->forward(b.tokens, b.rows, cache, LogitsFor::all_positions, MlaForm::expanded);
-        Tensor dlogits = Tensor::empty(acts.logits.shape());
-        kl_sum += distillation(acts, tl_full, layout, tp, o.distill_weight, dlogits);
+        Tensor dlogits;
+        kl_sum += distillation(backend, acts, tl_full, layout, tp, o.distill_weight, dlogits);
         student.model->backward(acts, grads, &dlogits);
       } else {
         student.model->backward(acts, grads);

@@ -13,11 +13,14 @@
 
 namespace latte {
 
+class Backend;
+
 struct TrainOptions {
   std::string model_path;      // llama2.c .bin, safetensors folder (e.g. a latte convert output) or .gguf
   std::string data_path;       // token shard from latte tokenize
   std::string out_dir;         // checkpoints/, metrics.jsonl, final/
   std::string tokenizer_path;  // only to copy beside the final model; the shard records its id
+  Backend* backend = nullptr;  // where the student and teacher run (latte train --device); null: the CPU
   int64_t steps = 100;
   int64_t micro_batch = 4;     // sequences per micro-batch per DP rank
   int64_t grad_accum = 1;      // micro-batches per step

@@ -1,6 +1,6 @@
 // The CPU backend: OpenBLAS for GEMMs, OpenMP over rows/heads elsewhere. One file per op family
-// (linear.cpp, embedding.cpp, rmsnorm.cpp, rope.cpp, attention.cpp, swiglu.cpp,
-// cross_entropy.cpp, elementwise.cpp), each with forward and backward side by side.
+// (memory.cpp, linear.cpp, embedding.cpp, rmsnorm.cpp, rope.cpp, attention.cpp, mla_attention.cpp,
+// swiglu.cpp, cross_entropy.cpp, elementwise.cpp), each with forward and backward side by side.
 #pragma once
 #include "core/backend/backend.h"
 
@@ -11,10 +11,20 @@ class CpuBackend final : public Backend {
   Device device() const override { return Device::cpu(); }
   std::string name() const override { return "cpu"; }
 
+  Tensor empty(const Shape& shape, DType dtype = DType::f32) override;
+  void fill(Tensor& t, float value) override;
+  void copy(Tensor& dst, const Tensor& src) override;
+  Tensor to_host(const Tensor& t) override;
+  Tensor to_device(const Tensor& host) override;
+
   void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, bool accumulate) override;
   void linear_backward(Tensor* dx, Tensor* dw, const Tensor& dy, const Tensor& x, const Tensor& w) override;
   void embedding_forward(Tensor& out, std::span<const int32_t> tokens, const Tensor& table) override;
   void embedding_backward(Tensor& dtable, std::span<const int32_t> tokens, const Tensor& dout) override;
+  void embedding_slice_forward(Tensor& out, std::span<const int32_t> tokens, const Tensor& table,
+                               int64_t vocab_begin) override;
+  void embedding_slice_backward(Tensor& dtable, std::span<const int32_t> tokens, const Tensor& dout,
+                                int64_t vocab_begin) override;
   void rmsnorm_forward(Tensor& y, Tensor* rstd, const Tensor& x, const Tensor& w, float eps) override;
   void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
                         const Tensor& rstd) override;
@@ -33,6 +43,13 @@ class CpuBackend final : public Backend {
   void cross_entropy_forward(Tensor& losses, const Tensor& logits, std::span<const int32_t> targets) override;
   void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, std::span<const int32_t> targets,
                               float scale) override;
+  void cross_entropy_slice_max(Tensor& row_max, const Tensor& logits) override;
+  void cross_entropy_slice_sums(Tensor& sum_exp, Tensor& target_logit, const Tensor& logits, const Tensor& row_max,
+                                std::span<const int32_t> targets, int64_t vocab_begin) override;
+  void cross_entropy_slice_losses(Tensor& losses, Tensor& lse, const Tensor& row_max, const Tensor& sum_exp,
+                                  const Tensor& target_logit, std::span<const int32_t> targets) override;
+  void cross_entropy_slice_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
+                                    std::span<const int32_t> targets, int64_t vocab_begin, float scale) override;
   void add_inplace(Tensor& y, const Tensor& x) override;
 };
 

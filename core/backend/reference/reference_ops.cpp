@@ -53,7 +53,52 @@ void check_attention(const Vec& q, const Vec& k, const Vec& v, const AttentionSh
                 ": bad shape T=", s.T, " S=", s.S, " Hq=", s.Hq, " Hkv=", s.Hkv);
 }
 
+// Storage index of each element of a strided view, in row-major order of its shape.
+std::vector<int64_t> view_indices(const StridedView& v, int64_t storage_size, const char* fn) {
+  LATTE_REQUIRE(v.shape.size() == v.strides.size(), ErrorCode::invalid_argument, "reference::", fn, ": ",
+                v.shape.size(), " dims but ", v.strides.size(), " strides");
+  int64_t n = 1;
+  for (int64_t d : v.shape) n *= d;
+  std::vector<int64_t> out;
+  out.reserve(size_t(n));
+  std::vector<int64_t> idx(v.shape.size(), 0);
+  for (int64_t k = 0; k < n; ++k) {
+    int64_t at = v.offset;
+    for (size_t d = 0; d < idx.size(); ++d) at += idx[d] * v.strides[d];
+    LATTE_REQUIRE(at >= 0 && at < storage_size, ErrorCode::invalid_argument, "reference::", fn, ": element ", k,
+                  " at storage index ", at, " outside [0, ", storage_size, ")");
+    out.push_back(at);
+    for (size_t d = idx.size(); d-- > 0;) {  // odometer, last dim fastest
+      if (++idx[d] < v.shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+// ---- memory ----
+
+Vec gather_strided(const Vec& storage, const StridedView& v) {
+  Vec out;
+  for (int64_t at : view_indices(v, int64_t(storage.size()), "gather_strided")) out.push_back(storage[size_t(at)]);
+  return out;
+}
+
+Vec scatter_strided(const Vec& storage, const StridedView& v, const Vec& values) {
+  const std::vector<int64_t> at = view_indices(v, int64_t(storage.size()), "scatter_strided");
+  expect_size(values, int64_t(at.size()), "scatter_strided", "values");
+  Vec out = storage;
+  for (size_t k = 0; k < at.size(); ++k) out[size_t(at[k])] = values[k];
+  return out;
+}
+
+Vec fill_strided(const Vec& storage, const StridedView& v, double value) {
+  Vec out = storage;
+  for (int64_t at : view_indices(v, int64_t(storage.size()), "fill_strided")) out[size_t(at)] = value;
+  return out;
+}
 
 // ---- linear ----
 
@@ -267,6 +312,30 @@ SwigluGrads swiglu_backward(const Vec& dh, const Vec& gate, const Vec& up) {
   return g;
 }
 
+Vec embedding_slice_forward(const Ids& tokens, const Vec& table, int64_t V, int64_t D, int64_t vocab_begin) {
+  expect_size(table, V * D, "embedding_slice_forward", "table");
+  const int64_t T = int64_t(tokens.size());
+  Vec out(size_t(T * D), 0.0);
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t id = int64_t(tokens[size_t(t)]) - vocab_begin;
+    if (id < 0 || id >= V) continue;
+    for (int64_t i = 0; i < D; ++i) out[size_t(t * D + i)] = table[size_t(id * D + i)];
+  }
+  return out;
+}
+
+Vec embedding_slice_backward(const Ids& tokens, const Vec& dout, int64_t V, int64_t D, int64_t vocab_begin) {
+  const int64_t T = int64_t(tokens.size());
+  expect_size(dout, T * D, "embedding_slice_backward", "dout");
+  Vec dtable(size_t(V * D), 0.0);
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t id = int64_t(tokens[size_t(t)]) - vocab_begin;
+    if (id < 0 || id >= V) continue;
+    for (int64_t i = 0; i < D; ++i) dtable[size_t(id * D + i)] += dout[size_t(t * D + i)];
+  }
+  return dtable;
+}
+
 // ---- cross entropy ----
 
 namespace {
@@ -304,6 +373,61 @@ Vec cross_entropy_backward(const Vec& logits, const Ids& targets, int64_t T, int
     const double lse = row_logsumexp(logits, t, V);
     for (int64_t i = 0; i < V; ++i)
       d[size_t(t * V + i)] = scale * (std::exp(logits[size_t(t * V + i)] - lse) - (i == y ? 1.0 : 0.0));
+  }
+  return d;
+}
+
+Vec cross_entropy_slice_max(const Vec& logits, int64_t N, int64_t V) {
+  expect_size(logits, N * V, "cross_entropy_slice_max", "logits");
+  Vec m(size_t(N), -std::numeric_limits<double>::infinity());
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t v = 0; v < V; ++v) m[size_t(n)] = std::max(m[size_t(n)], logits[size_t(n * V + v)]);
+  return m;
+}
+
+CeSliceSums cross_entropy_slice_sums(const Vec& logits, const Vec& row_max, const Ids& targets, int64_t N, int64_t V,
+                                     int64_t vocab_begin) {
+  expect_size(logits, N * V, "cross_entropy_slice_sums", "logits");
+  expect_size(row_max, N, "cross_entropy_slice_sums", "row_max");
+  LATTE_REQUIRE(int64_t(targets.size()) == N, ErrorCode::invalid_argument,
+                "reference::cross_entropy_slice_sums: ", targets.size(), " targets for N = ", N);
+  CeSliceSums r{Vec(size_t(N), 0.0), Vec(size_t(N), 0.0)};
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t v = 0; v < V; ++v) r.sum_exp[size_t(n)] += std::exp(logits[size_t(n * V + v)] - row_max[size_t(n)]);
+    const int64_t y = targets[size_t(n)];
+    if (y >= vocab_begin && y < vocab_begin + V) r.target_logit[size_t(n)] = logits[size_t(n * V + y - vocab_begin)];
+  }
+  return r;
+}
+
+CeSliceLosses cross_entropy_slice_losses(const Vec& row_max, const Vec& sum_exp, const Vec& target_logit,
+                                         const Ids& targets) {
+  const int64_t N = int64_t(row_max.size());
+  expect_size(sum_exp, N, "cross_entropy_slice_losses", "sum_exp");
+  expect_size(target_logit, N, "cross_entropy_slice_losses", "target_logit");
+  LATTE_REQUIRE(int64_t(targets.size()) == N, ErrorCode::invalid_argument,
+                "reference::cross_entropy_slice_losses: ", targets.size(), " targets for N = ", N);
+  CeSliceLosses r{Vec(size_t(N), 0.0), Vec(size_t(N), 0.0)};
+  for (int64_t n = 0; n < N; ++n) {
+    r.lse[size_t(n)] = row_max[size_t(n)] + std::log(sum_exp[size_t(n)]);
+    if (targets[size_t(n)] >= 0) r.losses[size_t(n)] = r.lse[size_t(n)] - target_logit[size_t(n)];
+  }
+  return r;
+}
+
+Vec cross_entropy_slice_backward(const Vec& logits, const Vec& lse, const Ids& targets, int64_t N, int64_t V,
+                                 int64_t vocab_begin, double scale) {
+  expect_size(logits, N * V, "cross_entropy_slice_backward", "logits");
+  expect_size(lse, N, "cross_entropy_slice_backward", "lse");
+  LATTE_REQUIRE(int64_t(targets.size()) == N, ErrorCode::invalid_argument,
+                "reference::cross_entropy_slice_backward: ", targets.size(), " targets for N = ", N);
+  Vec d(size_t(N * V), 0.0);
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t y = targets[size_t(n)];
+    if (y < 0) continue;
+    for (int64_t v = 0; v < V; ++v)
+      d[size_t(n * V + v)] =
+          scale * (std::exp(logits[size_t(n * V + v)] - lse[size_t(n)]) - (y == vocab_begin + v ? 1.0 : 0.0));
   }
   return d;
 }

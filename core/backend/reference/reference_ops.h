@@ -17,6 +17,18 @@ namespace latte::reference {
 using Vec = std::vector<double>;
 using Ids = std::vector<int32_t>;
 
+// ---- memory: a strided view of a flat storage vector (shape, strides in elements, offset) ----
+// Element i (row-major over shape, index (i_0, ..., i_{n-1})) of the view is
+// storage[offset + sum_d i_d * strides[d]]. A 0-d shape is one element.
+struct StridedView {
+  std::vector<int64_t> shape, strides;
+  int64_t offset = 0;
+};
+Vec gather_strided(const Vec& storage, const StridedView& v);  // the view's elements, row-major
+// storage with the view's elements replaced by values (row-major, numel(shape) of them).
+Vec scatter_strided(const Vec& storage, const StridedView& v, const Vec& values);
+Vec fill_strided(const Vec& storage, const StridedView& v, double value);  // scatter of a constant
+
 // ---- linear: y[M,N] = x[M,K] . w[N,K]^T ----
 Vec linear_forward(const Vec& x, const Vec& w, int64_t M, int64_t K, int64_t N);
 struct LinearGrads {
@@ -28,6 +40,11 @@ LinearGrads linear_backward(const Vec& dy, const Vec& x, const Vec& w, int64_t M
 // ---- embedding: out[T,D] = table[tokens[t], :], table [V,D] ----
 Vec embedding_forward(const Ids& tokens, const Vec& table, int64_t V, int64_t D);
 Vec embedding_backward(const Ids& tokens, const Vec& dout, int64_t V, int64_t D);  // dtable [V,D]
+// Vocabulary slice: table [V,D] holds rows [vocab_begin, vocab_begin + V) of the whole vocabulary;
+// out[t] = table[tokens[t] - vocab_begin] in the slice, else zeros; the backward scatters only the
+// tokens in the slice (dtable [V,D]).
+Vec embedding_slice_forward(const Ids& tokens, const Vec& table, int64_t V, int64_t D, int64_t vocab_begin);
+Vec embedding_slice_backward(const Ids& tokens, const Vec& dout, int64_t V, int64_t D, int64_t vocab_begin);
 
 // ---- rmsnorm: y[T,D] = x * rstd * w, rstd[t] = 1/sqrt(mean(x[t]^2) + eps) ----
 struct RmsnormOut {
@@ -78,6 +95,26 @@ SwigluGrads swiglu_backward(const Vec& dh, const Vec& gate, const Vec& up);
 // ---- cross entropy over logits[T,V]; negative targets are ignored (loss 0, zero gradient) ----
 Vec cross_entropy_forward(const Vec& logits, const Ids& targets, int64_t T, int64_t V);  // losses [T]
 Vec cross_entropy_backward(const Vec& logits, const Ids& targets, int64_t T, int64_t V, double scale);
+
+// Cross entropy over a vocabulary slice: logits[N,V] are columns [vocab_begin, vocab_begin + V)
+// of the whole vocabulary. The three forward steps (the caller combines ranks in between: max of
+// row_max, sum of sum_exp and target_logit), then the backward of one slice.
+Vec cross_entropy_slice_max(const Vec& logits, int64_t N, int64_t V);  // row_max [N]
+struct CeSliceSums {
+  Vec sum_exp;       // [N] sum_v exp(logits[n,v] - row_max[n])
+  Vec target_logit;  // [N] logits[n, targets[n] - vocab_begin] in the slice, else 0
+};
+CeSliceSums cross_entropy_slice_sums(const Vec& logits, const Vec& row_max, const Ids& targets, int64_t N, int64_t V,
+                                     int64_t vocab_begin);
+struct CeSliceLosses {
+  Vec losses;  // [N] lse - target_logit, 0 for targets < 0
+  Vec lse;     // [N] row_max + log(sum_exp)
+};
+CeSliceLosses cross_entropy_slice_losses(const Vec& row_max, const Vec& sum_exp, const Vec& target_logit,
+                                         const Ids& targets);
+// dlogits [N,V] = scale * (exp(logits - lse) - onehot(targets - vocab_begin)); zero rows for targets < 0.
+Vec cross_entropy_slice_backward(const Vec& logits, const Vec& lse, const Ids& targets, int64_t N, int64_t V,
+                                 int64_t vocab_begin, double scale);
 
 // ---- elementwise: y + x ----
 Vec add(const Vec& y, const Vec& x);

@@ -119,5 +119,36 @@ TEST(Determinism, ReductionsOutsideBlas) {
   });
 }
 
+TEST(Determinism, VocabSliceAndMemoryOps) {
+  // The vocabulary-parallel ops (row reductions, the column-block scatter) and the strided
+  // copy / fill, all above the OpenMP thresholds.
+  CpuBackend be;
+  Rng rng(1400);
+  const int64_t T = 256, D = 576, V = 97, b = 40;
+  const std::vector<int32_t> tokens = rng.ints(T, 0, int32_t(b + V + 30));  // some below, some past the slice
+  std::vector<int32_t> targets = tokens;
+  targets[3] = -1;
+  Tensor table = random_f32(rng, {V, D}), dy = random_f32(rng, {T, D}), logits = random_f32(rng, {T, V});
+  Tensor big = random_f32(rng, {64, 40, 48});
+  expect_thread_independent([&] {
+    Tensor out = nan_f32({T, D});
+    be.embedding_slice_forward(out, tokens, table, b);
+    Tensor dtable = Tensor::zeros({V, D});
+    be.embedding_slice_backward(dtable, tokens, dy, b);
+    Tensor mx = nan_f32({T}), se = nan_f32({T}), tl = nan_f32({T}), losses = nan_f32({T}), lse = nan_f32({T});
+    be.cross_entropy_slice_max(mx, logits);
+    be.cross_entropy_slice_sums(se, tl, logits, mx, targets, b);
+    be.cross_entropy_slice_losses(losses, lse, mx, se, tl, targets);
+    Tensor dlogits = nan_f32({T, V});
+    be.cross_entropy_slice_backward(dlogits, logits, lse, targets, b, 1.0f / float(T));
+    Tensor copied = nan_f32({64, 40, 48});
+    Tensor window = copied.narrow(1, 3, 37);
+    be.copy(window, big.narrow(1, 0, 34));
+    Tensor cols = copied.narrow(2, 5, 9);
+    be.fill(cols, 2.0f);
+    return std::vector<Tensor>{out, dtable, mx, se, tl, losses, lse, dlogits, copied};
+  });
+}
+
 }  // namespace
 }  // namespace latte::test

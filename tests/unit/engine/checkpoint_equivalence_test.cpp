@@ -19,7 +19,7 @@ const std::string kModel = std::string(LATTE_MODELS_DIR) + "/stories260K/stories
 const std::string kTokenizer = std::string(LATTE_MODELS_DIR) + "/stories260K/tok512.bin";
 
 std::vector<float> logits_of(const std::string& path) {
-  LoadedModel m = load_model({path, kTokenizer, "cpu", true});
+  LoadedModel m = load_model({path, kTokenizer, nullptr, true});
   std::vector<int32_t> tokens = m.tokenizer->encode("One day, Tom found a shiny stone by the river.", true);
   KvCache cache = KvCache::create(m.model->config(), 1, int64_t(tokens.size()));
   return m.model->forward(tokens, 1, cache, LogitsFor::all_positions).to_vector();
@@ -92,7 +92,7 @@ TEST(CheckpointEquivalenceTest, F16ExportLoadsAndStaysClose) {
 TEST(SmolLM2Test, GgufChatAnswersInEnglish) {
   std::string gguf = std::string(LATTE_MODELS_DIR) + "/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf";
   if (!file_exists(gguf)) GTEST_SKIP() << gguf << " not present: run launch/get-smollm2";
-  LoadedModel m = load_model({gguf, "", "cpu", true});
+  LoadedModel m = load_model({gguf, "", nullptr, true});
   GenerateParams p;
   p.prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
   p.steps = 60;

@@ -15,7 +15,7 @@ const std::string kModel = std::string(LATTE_MODELS_DIR) + "/stories260K/stories
 const std::string kTokenizer = std::string(LATTE_MODELS_DIR) + "/stories260K/tok512.bin";
 
 std::string run_greedy(const std::string& prompt, int64_t steps, std::vector<int32_t>* tokens = nullptr) {
-  LoadedModel m = load_model({kModel, kTokenizer, "cpu", true});
+  LoadedModel m = load_model({kModel, kTokenizer, nullptr, true});
   GenerateParams p;
   p.prompt = prompt;
   p.steps = steps;
@@ -49,7 +49,7 @@ TEST(GenerateTest, GreedyIsBitIdenticalAcrossThreadCounts) {
 }
 
 TEST(GenerateTest, LogitsBitIdenticalAcrossThreadCounts) {
-  LoadedModel m = load_model({kModel, kTokenizer, "cpu", true});
+  LoadedModel m = load_model({kModel, kTokenizer, nullptr, true});
   std::vector<int32_t> tokens = m.tokenizer->encode("Lily saw a big red ball in the park.", true);
   auto logits_with = [&](int threads) {
     omp_set_num_threads(threads);
@@ -63,7 +63,7 @@ TEST(GenerateTest, LogitsBitIdenticalAcrossThreadCounts) {
 }
 
 TEST(GenerateTest, SeededSamplingIsReproducible) {
-  LoadedModel m = load_model({kModel, kTokenizer, "cpu", true});
+  LoadedModel m = load_model({kModel, kTokenizer, nullptr, true});
   GenerateParams p;
   p.prompt = "Tim had a dog";
   p.steps = 80;
@@ -78,7 +78,7 @@ TEST(GenerateTest, SeededSamplingIsReproducible) {
 }
 
 TEST(GenerateTest, PromptLongerThanStepsIsRefused) {
-  LoadedModel m = load_model({kModel, kTokenizer, "cpu", true});
+  LoadedModel m = load_model({kModel, kTokenizer, nullptr, true});
   GenerateParams p;
   p.prompt = std::string(400, 'x') + " a long prompt";
   p.steps = 20;

@@ -5,7 +5,8 @@
 #include <fstream>
 
 #include "core/base/file_io.h"
-#include "inference/cli/commands.h"
+#include "cli/commands.h"
+#include "cli/device_option.h"
 #include "inference/engine/evaluate.h"
 #include "inference/engine/loaded_model.h"
 
@@ -13,7 +14,7 @@ namespace latte::cli {
 
 void add_compare(CLI::App& app) {
   struct Opts {
-    std::string a, b, tokenizer, text, per_token;
+    std::string a, b, tokenizer, text, per_token, device = "cpu";
     PerplexityParams ppl;
     int64_t max_chars = 0;
     bool json = false;
@@ -33,11 +34,14 @@ void add_compare(CLI::App& app) {
   cmd->add_option("--batch", o->ppl.batch, "windows per forward pass")->check(CLI::PositiveNumber);
   cmd->add_option("--per-token", o->per_token, "write one JSON line per scored token (index, kl, nll_a, nll_b)");
   cmd->add_flag("--json", o->json, "print the summary as one JSON line");
+  add_device_option(*cmd, o->device);
   add_threads_option(*cmd, o->threads);
   cmd->callback([o] {
     apply_threads(o->threads);
-    LoadedModel a = load_model({o->a, o->tokenizer, "cpu", true});
-    LoadedModel b = load_model({o->b, o->tokenizer.empty() ? "" : o->tokenizer, "cpu", false});
+    Backend& backend = resolve_device(o->device);
+    LoadedModel a = load_model({.model_path = o->a, .tokenizer_path = o->tokenizer, .backend = &backend});
+    LoadedModel b = load_model(
+        {.model_path = o->b, .tokenizer_path = o->tokenizer, .backend = &backend, .require_tokenizer = false});
     std::string text = read_text_file(o->text);
     if (o->max_chars > 0 && size_t(o->max_chars) < text.size()) text.resize(size_t(o->max_chars));
     LATTE_REQUIRE(!text.empty(), ErrorCode::invalid_argument, "text file ", o->text, " is empty");

@@ -2,7 +2,7 @@
 
 #include "core/base/file_io.h"
 #include "core/checkpoint/checkpoint.h"
-#include "inference/cli/commands.h"
+#include "cli/commands.h"
 
 namespace latte::cli {
 

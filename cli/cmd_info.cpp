@@ -1,6 +1,6 @@
 #include <cstdio>
 
-#include "inference/cli/commands.h"
+#include "cli/commands.h"
 #include "inference/engine/loaded_model.h"
 
 namespace latte::cli {

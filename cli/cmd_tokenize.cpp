@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/file_io.h"
-#include "inference/cli/commands.h"
+#include "cli/commands.h"
 #include "inference/engine/loaded_model.h"
 #include "trainer/data/token_shard.h"
 
@@ -30,7 +30,7 @@ void add_tokenize(CLI::App& app) {
     if (!o->tokenizer.empty()) {
       tok = load_tokenizer(o->tokenizer);
     } else {
-      LoadedModel m = load_model({o->model, "", "cpu", true});
+      LoadedModel m = load_model({o->model, "", nullptr, true});  // only its tokenizer: the CPU
       tok = std::move(m.tokenizer);
     }
     std::vector<int32_t> ids;

@@ -5,8 +5,9 @@
 #include <iostream>
 
 #include "core/base/file_io.h"
-#include "inference/cli/commands.h"
-#include "inference/cli/parallel_job.h"
+#include "cli/commands.h"
+#include "cli/device_option.h"
+#include "parallel/job.h"
 #include "inference/engine/loaded_model.h"
 #include "inference/engine/evaluate.h"
 
@@ -18,6 +19,7 @@ void add_perplexity(CLI::App& app) {
     PerplexityParams ppl;
     std::string text;
     int64_t max_chars = 0;
+    std::string device = "cpu";
     bool json = false, quiet = false;
     int threads = 0;
     int64_t tp = 1;
@@ -34,11 +36,12 @@ void add_perplexity(CLI::App& app) {
   cmd->add_option("--batch", o->ppl.batch, "windows per forward pass")->check(CLI::PositiveNumber);
   cmd->add_flag("--json", o->json, "print the result as one JSON line");
   cmd->add_flag("-q,--quiet", o->quiet, "no progress on stderr");
-  cmd->add_option("--device", o->load.device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  add_device_option(*cmd, o->device);
   cmd->add_option("--tp", o->tp, "tensor-parallel ranks (run under mpirun -np N)")->check(CLI::PositiveNumber);
   add_threads_option(*cmd, o->threads);
   cmd->callback([o] {
     apply_threads(o->threads);
+    resolve_device(o->device, false);  // an unusable --device fails here, before any rank starts
     std::unique_ptr<ParallelJob> job;
     ModelLoadRequest load = o->load;
     if (o->tp > 1) {
@@ -49,6 +52,7 @@ void add_perplexity(CLI::App& app) {
     }
     const bool lead = !job || job->world().rank() == 0;
     if (!lead) o->quiet = true;
+    load.backend = &resolve_device(o->device, lead);
     LoadedModel m = load_model(load);
     std::string text = read_text_file(o->text);
     if (o->max_chars > 0 && size_t(o->max_chars) < text.size()) text.resize(size_t(o->max_chars));

@@ -4,7 +4,7 @@
 #include <iostream>
 
 #include "core/base/error.h"
-#include "inference/cli/commands.h"
+#include "cli/commands.h"
 
 namespace latte::cli {
 

@@ -1,12 +1,12 @@
 // The job on MPI: ParallelRuntime owns the MPI state; the job hands its groups' communicators to
 // the subcommand. Started without mpirun, MPI runs as a one-rank singleton.
-#include "inference/cli/parallel_job.h"
+#include "parallel/job.h"
 #include "latte_build_config.h"
 
 #if LATTE_HAVE_MPI
 #include "parallel/runtime.h"
 
-namespace latte::cli {
+namespace latte {
 
 namespace {
 class MpiJob final : public ParallelJob {
@@ -28,5 +28,5 @@ std::unique_ptr<ParallelJob> start_parallel_job(int64_t tp_size, bool verbose) {
   return std::make_unique<MpiJob>(o);
 }
 
-}  // namespace latte::cli
+}  // namespace latte
 #endif

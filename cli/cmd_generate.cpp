@@ -1,7 +1,8 @@
 #include <cstdio>
 #include <iostream>
 
-#include "inference/cli/commands.h"
+#include "cli/commands.h"
+#include "cli/device_option.h"
 #include "inference/engine/generate.h"
 #include "inference/engine/loaded_model.h"
 
@@ -11,6 +12,7 @@ void add_generate(CLI::App& app) {
   struct Opts {
     ModelLoadRequest load;
     GenerateParams gen;
+    std::string device = "cpu";
     bool chat = false, no_stop = false;
     int threads = 0;
   };
@@ -27,11 +29,13 @@ void add_generate(CLI::App& app) {
   cmd->add_option("-s,--seed", o->gen.sampling.seed, "random seed (default 0)");
   cmd->add_flag("--chat", o->chat, "wrap the prompt in the ChatML template (SmolLM2-Instruct and similar)");
   cmd->add_flag("--no-stop-at-eos", o->no_stop, "keep going past EOS (llama2.c run.c stops only at BOS)");
-  cmd->add_option("--device", o->load.device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  add_device_option(*cmd, o->device);
   add_threads_option(*cmd, o->threads);
   cmd->callback([o] {
     apply_threads(o->threads);
-    LoadedModel m = load_model(o->load);
+    ModelLoadRequest load = o->load;
+    load.backend = &resolve_device(o->device);
+    LoadedModel m = load_model(load);
     GenerateParams gp = o->gen;
     if (o->chat) gp.prompt = "<|im_start|>user\n" + gp.prompt + "<|im_end|>\n<|im_start|>assistant\n";
     // llama2.c checkpoints follow run.c, which stops only at BOS; chat models end a turn with EOS.

@@ -8,7 +8,8 @@
 
 #include "core/base/file_io.h"
 #include "core/checkpoint/checkpoint.h"
-#include "inference/cli/commands.h"
+#include "cli/commands.h"
+#include "cli/device_option.h"
 #include "inference/engine/loaded_model.h"
 #include "trainer/mha2mla/convert.h"
 
@@ -25,7 +26,7 @@ bool same_path(const std::string& a, const std::string& b) {
 
 void add_convert(CLI::App& app) {
   struct Opts {
-    std::string model, out, strategy = "2norm", svd = "joint", sigma = "code", calib, tokenizer;
+    std::string model, out, strategy = "2norm", svd = "joint", sigma = "code", calib, tokenizer, device = "cpu";
     int64_t rope_pairs = -1, d_kv = -1, calib_tokens = 32768, calib_window = 0;
     bool quiet = false;
     int threads = 0;
@@ -52,10 +53,12 @@ void add_convert(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("-z,--tokenizer", o->tokenizer,
                   "tokenizer.bin or tokenizer.json (default: the model's own, or one beside it)");
+  add_device_option(*cmd, o->device);  // runs the 2-norm calibration
   cmd->add_flag("-q,--quiet", o->quiet, "no progress on stderr");
   add_threads_option(*cmd, o->threads);
   cmd->callback([o] {
     apply_threads(o->threads);
+    Backend& backend = resolve_device(o->device);
     LATTE_REQUIRE(file_exists(o->model), ErrorCode::io, "model not found: ", o->model);
     LATTE_REQUIRE(!same_path(o->model, o->out), ErrorCode::invalid_argument, "--out ", o->out,
                   " is the source model; write the MLA model elsewhere");
@@ -88,6 +91,7 @@ void add_convert(CLI::App& app) {
     co.calibration.max_tokens = o->calib_tokens;
     co.calibration.window = o->calib_window;
     co.tokenizer = tokenizer.get();
+    co.backend = &backend;
     co.source_name = o->model;
     const bool tty = isatty(STDERR_FILENO);
     if (!o->quiet)

@@ -24,7 +24,7 @@
 
 #include "core/base/error.h"
 #include "core/base/file_io.h"
-#include "inference/cli/commands.h"
+#include "cli/commands.h"
 
 namespace latte::cli {
 

@@ -1,8 +1,9 @@
 #include <cmath>
 #include <cstdio>
 
-#include "inference/cli/commands.h"
-#include "inference/cli/parallel_job.h"
+#include "cli/commands.h"
+#include "cli/device_option.h"
+#include "parallel/job.h"
 #include "trainer/loop/trainer.h"
 
 namespace latte::cli {
@@ -11,7 +12,7 @@ void add_train(CLI::App& app) {
   struct Opts {
     TrainOptions t;
     int64_t tp = 1;
-    std::string train = "all";
+    std::string train = "all", device = "cpu";
     bool quiet = false;
     int threads = 0;
   };
@@ -51,12 +52,15 @@ void add_train(CLI::App& app) {
   cmd->add_option("-z,--tokenizer", o->t.tokenizer_path, "llama2.c tokenizer to copy beside the final model");
   cmd->add_option("--stop-after", o->t.stop_after, "testing: return after N steps of this run without finishing")
       ->check(CLI::NonNegativeNumber);
+  add_device_option(*cmd, o->device);
   cmd->add_flag("-q,--quiet", o->quiet, "no progress line");
   add_threads_option(*cmd, o->threads);
   cmd->callback([o] {
     apply_threads(o->threads);
+    resolve_device(o->device, false);  // an unusable --device fails here, before any rank starts
     std::unique_ptr<ParallelJob> job = start_parallel_job(o->tp, !o->quiet);
     TrainOptions t = o->t;
+    t.backend = &resolve_device(o->device, job->world().rank() == 0);
     t.train_attention_only = o->train == "attention";
     t.progress = !o->quiet;
     TrainResult r = train(t, job->world(), job->tp(), job->dp());

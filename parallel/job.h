@@ -6,7 +6,7 @@
 
 #include "core/comm/communicator.h"
 
-namespace latte::cli {
+namespace latte {
 
 class ParallelJob {
  public:
@@ -21,4 +21,4 @@ class ParallelJob {
 // when verbose.
 std::unique_ptr<ParallelJob> start_parallel_job(int64_t tp_size, bool verbose);
 
-}  // namespace latte::cli
+}  // namespace latte

@@ -1,9 +1,9 @@
 // The one-rank job, used when this build has no MPI (LATTE_WITH_MPI=OFF).
-#include "inference/cli/parallel_job.h"
+#include "parallel/job.h"
 #include "latte_build_config.h"
 
 #if !LATTE_HAVE_MPI
-namespace latte::cli {
+namespace latte {
 
 namespace {
 class SoloJob final : public ParallelJob {
@@ -22,5 +22,5 @@ std::unique_ptr<ParallelJob> start_parallel_job(int64_t tp_size, bool) {
   return std::make_unique<SoloJob>();
 }
 
-}  // namespace latte::cli
+}  // namespace latte
 #endif

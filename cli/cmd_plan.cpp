@@ -6,7 +6,7 @@
 
 #include "core/base/file_io.h"
 #include "core/checkpoint/checkpoint.h"
-#include "inference/cli/commands.h"
+#include "cli/commands.h"
 #include "trainer/planner/planner.h"
 
 namespace latte::cli {
