@@ -1,5 +1,6 @@
 // llama.cpp GGUF (v2/v3) files of architecture "llama": metadata -> ModelConfig, tensors -> HF
-// names (F32 as views on the map, the other types decoded to f32), tokenizer.ggml.* -> BpeVocab.
+// names (F32 as views on the map, Q8_0/Q4_0/Q4_1 as views in Latte's block dtypes q8_0/q4_0/q4_1,
+// F16/BF16 decoded to f32), tokenizer.ggml.* -> BpeVocab.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -402,6 +403,11 @@ Checkpoint load_gguf(const std::string& path, const LoadOptions& opts) {
     Tensor tensor;
     if (t.type == gguf::F32 && reinterpret_cast<uintptr_t>(p) % 4 == 0) {
       tensor = Tensor::borrow(p, shape, DType::f32, Device::cpu(), keep);
+    } else if (t.type == gguf::Q8_0 || t.type == gguf::Q4_0 || t.type == gguf::Q4_1) {
+      // Kept quantized: a view of the file's blocks (packed, no alignment needed), read by the
+      // CPU quantized kernels; Tensor::to(DType::f32) dequantizes where f32 is needed.
+      const DType bt = t.type == gguf::Q8_0 ? DType::q8_0 : t.type == gguf::Q4_0 ? DType::q4_0 : DType::q4_1;
+      tensor = Tensor::borrow(p, shape, bt, Device::cpu(), keep);
     } else {
       tensor = Tensor::empty(shape, DType::f32);
       gguf::dequantize(t.type, p, tensor.f32(), tensor.numel());

@@ -16,7 +16,7 @@ Tensor permute_rope_rows(const Tensor& w, int64_t head_dim, RopeLayout from, Rop
   LATTE_REQUIRE(w.device().kind == DeviceKind::cpu, ErrorCode::unsupported, "permute_rope_rows: host tensors only");
   const Tensor src = w.is_contiguous() ? w : w.clone();
   Tensor out = Tensor::empty(w.shape(), w.dtype());
-  const size_t row_bytes = size_t(w.dim(1)) * dtype_size(w.dtype());
+  const size_t row_bytes = dtype_bytes(w.dtype(), w.dim(1));  // whole rows: block dtypes (GGUF) too
   const auto* in = static_cast<const char*>(src.raw());
   auto* o = static_cast<char*>(out.raw());
   if (from == to) {

@@ -20,8 +20,11 @@ const char* safetensors_dtype(DType t) {
     case DType::f32: return "F32";
     case DType::bf16: return "BF16";
     case DType::f16: return "F16";
+    case DType::q8_0:
+    case DType::q4_0:
+    case DType::q4_1: break;  // GGML block formats have no safetensors dtype: callers widen first
   }
-  return "?";
+  fail(ErrorCode::unsupported, "safetensors cannot store ", dtype_name(t), " tensors (widen them first)");
 }
 
 const char* torch_dtype(DType t) {
@@ -29,8 +32,11 @@ const char* torch_dtype(DType t) {
     case DType::f32: return "float32";
     case DType::bf16: return "bfloat16";
     case DType::f16: return "float16";
+    case DType::q8_0:
+    case DType::q4_0:
+    case DType::q4_1: break;
   }
-  return "?";
+  fail(ErrorCode::unsupported, "safetensors cannot store ", dtype_name(t), " tensors (widen them first)");
 }
 
 struct Item {

@@ -24,6 +24,16 @@ int64_t shape_numel(const Shape& s) {
   return n;
 }
 
+namespace {
+// Block dtypes pack 32 consecutive elements of the last dim; shapes must keep that whole.
+void check_block_shape(const Shape& shape, DType dtype, const char* op) {
+  if (!is_block_dtype(dtype)) return;
+  LATTE_REQUIRE(!shape.empty() && shape.back() % kQuantBlock == 0, ErrorCode::invalid_argument, op, ": a ",
+                dtype_name(dtype), " tensor needs a last dim that is a multiple of ", kQuantBlock,
+                " (whole blocks), got shape ", shape_str(shape));
+}
+}  // namespace
+
 Shape contiguous_strides(const Shape& shape) {
   Shape strides(shape.size());
   int64_t s = 1;
@@ -39,12 +49,13 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
     LATTE_REQUIRE(d >= 0, ErrorCode::invalid_argument, "negative dimension in shape ", shape_str(shape));
   LATTE_REQUIRE(device.kind == DeviceKind::cpu, ErrorCode::unsupported,
                 "Tensor::empty on ", device_name(device), ": device tensors come from the backend allocator");
+  check_block_shape(shape, dtype, "Tensor::empty");
   Tensor t;
   t.shape_ = shape;
   t.strides_ = contiguous_strides(shape);
   t.dtype_ = dtype;
   auto st = std::make_shared<Storage>();
-  st->bytes = size_t(shape_numel(shape)) * dtype_size(dtype);
+  st->bytes = dtype_bytes(dtype, shape_numel(shape));
   size_t alloc = (st->bytes + 63) / 64 * 64;
   st->data = std::aligned_alloc(64, alloc == 0 ? 64 : alloc);
   LATTE_REQUIRE(st->data != nullptr, ErrorCode::io, "out of host memory allocating ", st->bytes, " bytes");
@@ -61,13 +72,14 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype) {
 
 Tensor Tensor::borrow(void* data, const Shape& shape, DType dtype, Device device,
                       std::shared_ptr<void> keep_alive) {
+  check_block_shape(shape, dtype, "Tensor::borrow");
   Tensor t;
   t.shape_ = shape;
   t.strides_ = contiguous_strides(shape);
   t.dtype_ = dtype;
   auto st = std::make_shared<Storage>();
   st->data = data;
-  st->bytes = size_t(shape_numel(shape)) * dtype_size(dtype);
+  st->bytes = dtype_bytes(dtype, shape_numel(shape));
   st->device = device;
   t.storage_ = std::move(st);
   t.keep_alive_ = std::move(keep_alive);
@@ -101,13 +113,13 @@ const float* Tensor::f32() const {
   return static_cast<const float*>(raw());
 }
 uint16_t* Tensor::u16() {
-  LATTE_REQUIRE(dtype_size(dtype_) == 2, ErrorCode::shape_mismatch, "expected a 16-bit tensor, got ",
-                dtype_name(dtype_));
+  LATTE_REQUIRE(dtype_ == DType::bf16 || dtype_ == DType::f16, ErrorCode::shape_mismatch,
+                "expected a 16-bit tensor, got ", dtype_name(dtype_));
   return static_cast<uint16_t*>(raw());
 }
 const uint16_t* Tensor::u16() const {
-  LATTE_REQUIRE(dtype_size(dtype_) == 2, ErrorCode::shape_mismatch, "expected a 16-bit tensor, got ",
-                dtype_name(dtype_));
+  LATTE_REQUIRE(dtype_ == DType::bf16 || dtype_ == DType::f16, ErrorCode::shape_mismatch,
+                "expected a 16-bit tensor, got ", dtype_name(dtype_));
   return static_cast<const uint16_t*>(raw());
 }
 
@@ -127,6 +139,7 @@ Tensor Tensor::reshape(const Shape& shape) const {
   if (infer >= 0 && known > 0) s[size_t(infer)] = numel() / known;
   LATTE_REQUIRE(shape_numel(s) == numel(), ErrorCode::shape_mismatch, "reshape ", shape_str(shape_), " to ",
                 shape_str(shape));
+  check_block_shape(s, dtype_, "reshape");  // the flat element order, hence the blocks, is unchanged
   Tensor t = *this;
   t.shape_ = s;
   t.strides_ = contiguous_strides(s);
@@ -139,6 +152,11 @@ Tensor Tensor::slice(int64_t begin, int64_t end) const {
   Tensor t = *this;
   t.shape_[0] = end - begin;
   t.offset_ += begin * strides_[0];
+  if (is_block_dtype(dtype_)) {  // whole blocks only (automatic for rows of >= 2-D tensors)
+    LATTE_REQUIRE(t.offset_ % kQuantBlock == 0 && t.shape_.back() % kQuantBlock == 0, ErrorCode::invalid_argument,
+                  "slice [", begin, ", ", end, ") of a ", dtype_name(dtype_), " tensor of shape ", shape_str(shape_),
+                  " does not cover whole blocks of ", kQuantBlock);
+  }
   return t;
 }
 
@@ -150,6 +168,12 @@ Tensor Tensor::narrow(int d, int64_t begin, int64_t end) const {
   Tensor t = *this;
   t.shape_[size_t(j)] = end - begin;
   t.offset_ += begin * strides_[size_t(j)];
+  if (is_block_dtype(dtype_)) {  // e.g. a tensor-parallel column shard [N, K/tp] of a GGUF weight
+    LATTE_REQUIRE(t.offset_ % kQuantBlock == 0 && t.shape_.back() % kQuantBlock == 0, ErrorCode::unsupported,
+                  "narrow dim ", d, " [", begin, ", ", end, ") of a ", dtype_name(dtype_), " tensor of shape ",
+                  shape_str(shape_), " does not cover whole blocks of ", kQuantBlock,
+                  " (convert with to(DType::f32) first)");
+  }
   return t;
 }
 
@@ -173,20 +197,24 @@ Tensor Tensor::to(DType dtype) const {
 }
 
 namespace {
+// Element dtypes only (copy_from routes block dtypes through whole-tensor codecs first).
 float load_as_f32(const void* base, DType t, int64_t i) {
   switch (t) {
     case DType::f32: return static_cast<const float*>(base)[i];
     case DType::bf16: return bf16_to_f32(static_cast<const uint16_t*>(base)[i]);
     case DType::f16: return f16_to_f32(static_cast<const uint16_t*>(base)[i]);
+    default: break;
   }
-  return 0;
+  fail(ErrorCode::internal, "load_as_f32 on a ", dtype_name(t), " tensor");
 }
 void store_from_f32(void* base, DType t, int64_t i, float v) {
   switch (t) {
-    case DType::f32: static_cast<float*>(base)[i] = v; break;
-    case DType::bf16: static_cast<uint16_t*>(base)[i] = f32_to_bf16(v); break;
-    case DType::f16: static_cast<uint16_t*>(base)[i] = f32_to_f16(v); break;
+    case DType::f32: static_cast<float*>(base)[i] = v; return;
+    case DType::bf16: static_cast<uint16_t*>(base)[i] = f32_to_bf16(v); return;
+    case DType::f16: static_cast<uint16_t*>(base)[i] = f32_to_f16(v); return;
+    default: break;
   }
+  fail(ErrorCode::internal, "store_from_f32 on a ", dtype_name(t), " tensor");
 }
 }  // namespace
 
@@ -197,6 +225,39 @@ void Tensor::copy_from(const Tensor& src) {
                 ErrorCode::unsupported, "copy_from on device tensors goes through the backend (Backend::copy)");
   if (is_contiguous() && src.is_contiguous() && src.dtype_ == dtype_) {
     std::memmove(raw(), src.raw(), nbytes());
+    return;
+  }
+  if (is_block_dtype(src.dtype_)) {
+    // Row by row (rows: every dim but the last, which is whole blocks): a strided block view
+    // (narrow) starts every row on a block. Same dtype: the blocks are copied; else dequantized
+    // (exact) to f32 and copied from there.
+    LATTE_REQUIRE(ndim() >= 1, ErrorCode::internal, "copy_from: 0-d ", dtype_name(src.dtype_), " tensor");
+    const int64_t cols = shape_.back(), rows = cols == 0 ? 0 : numel() / cols;
+    const size_t row_bytes = dtype_bytes(src.dtype_, cols);
+    const bool same = dtype_ == src.dtype_ && is_contiguous();
+    Tensor wide = same ? Tensor() : empty(src.shape_, DType::f32);
+    std::vector<int64_t> idx(size_t(ndim()), 0);
+    for (int64_t r = 0; r < rows; ++r) {
+      int64_t off = src.offset_;
+      for (int d = 0; d + 1 < ndim(); ++d) off += idx[size_t(d)] * src.strides_[size_t(d)];
+      const char* p = static_cast<const char*>(src.storage_->data) + dtype_bytes(src.dtype_, off);
+      if (same)
+        std::memcpy(static_cast<char*>(raw()) + size_t(r) * row_bytes, p, row_bytes);
+      else
+        dequantize_blocks(src.dtype_, p, wide.f32() + r * cols, cols);
+      for (int d = ndim() - 2; d >= 0; --d) {
+        if (++idx[size_t(d)] < shape_[size_t(d)]) break;
+        idx[size_t(d)] = 0;
+      }
+    }
+    if (!same) copy_from(wide);
+    return;
+  }
+  if (is_block_dtype(dtype_)) {  // quantize a contiguous f32 copy of the source
+    LATTE_REQUIRE(is_contiguous(), ErrorCode::unsupported, "copy_from into a non-contiguous ", dtype_name(dtype_),
+                  " view (block-quantized tensors are written whole)");
+    const Tensor wide = src.dtype_ == DType::f32 && src.is_contiguous() ? src : src.to(DType::f32);
+    quantize_blocks(dtype_, wide.f32(), raw(), numel());
     return;
   }
   // General strided path: walk both index spaces with one odometer.
@@ -227,6 +288,8 @@ void Tensor::fill(float value) {
   LATTE_REQUIRE(device().kind == DeviceKind::cpu, ErrorCode::unsupported,
                 "fill on device tensors goes through the backend (Backend::fill)");
   LATTE_REQUIRE(is_contiguous(), ErrorCode::invalid_argument, "fill of a non-contiguous tensor");
+  LATTE_REQUIRE(!is_block_dtype(dtype_), ErrorCode::unsupported, "fill of a ", dtype_name(dtype_),
+                " tensor (block-quantized tensors are written with copy_from or to())");
   int64_t n = numel();
   for (int64_t i = 0; i < n; ++i) store_from_f32(raw(), dtype_, i, value);
 }

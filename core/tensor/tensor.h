@@ -4,6 +4,15 @@
 //
 // Shapes are listed outermost first, with the names the checkpoints use in comments at each use,
 // e.g. wq [n_heads*head_dim, dim]. Strides are in elements.
+//
+// Block dtypes (q8_0, q4_0, q4_1; see dtype.h): the shape is the logical one (e.g. [N, K]) with
+// the last dim a multiple of 32; the storage is dtype_bytes(dtype, numel) bytes of packed blocks.
+// Views must keep whole blocks: reshapes that keep the last dim a multiple of 32, slices/selects
+// along dim 0, narrow() with block-aligned bounds on the last dim (a strided view; clone() makes
+// it contiguous, which the kernels require). clone() copies the blocks, to(f32/bf16/f16),
+// to_vector() and copy_from() into an element tensor dequantize exactly, to(block dtype) quantizes
+// (ggml's reference quantizer). f32(), u16(), fill(), views cutting a block and writes into a
+// strided block view throw errors naming the dtype.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -49,15 +58,14 @@ class Tensor {
   int ndim() const { return int(shape_.size()); }
   int64_t dim(int i) const;  // negative i counts from the end
   int64_t numel() const { return shape_numel(shape_); }
-  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype_); }
+  size_t nbytes() const { return dtype_bytes(dtype_, numel()); }
   DType dtype() const { return dtype_; }
   Device device() const { return storage_ ? storage_->device : Device::cpu(); }
   bool is_contiguous() const;
 
-  void* raw() { return static_cast<char*>(storage_->data) + offset_ * dtype_size(dtype_); }
-  const void* raw() const {
-    return static_cast<const char*>(storage_->data) + offset_ * dtype_size(dtype_);
-  }
+  // Start of the data (for block dtypes, of the first block: offset_ is a multiple of 32).
+  void* raw() { return static_cast<char*>(storage_->data) + dtype_bytes(dtype_, offset_); }
+  const void* raw() const { return static_cast<const char*>(storage_->data) + dtype_bytes(dtype_, offset_); }
   // Typed access; throws shape_mismatch if the dtype differs.
   float* f32();
   const float* f32() const;
@@ -86,7 +94,7 @@ class Tensor {
   std::shared_ptr<Storage> storage_;
   std::shared_ptr<void> keep_alive_;
   Shape shape_, strides_;
-  int64_t offset_ = 0;  // in elements
+  int64_t offset_ = 0;  // in elements (a multiple of 32 for block dtypes)
   DType dtype_ = DType::f32;
 };
 

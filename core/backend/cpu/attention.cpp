@@ -13,11 +13,24 @@
 // All f32, with f32 accumulation; dots use the fixed cpu::dot order, sums over keys or queries
 // run in index order. The max subtraction keeps exp() in (0, 1]. Reference: reference::attention_*.
 //
-// Parallelism: the forward and dq are independent per (b, h, t) query row: OpenMP over rows,
+// Two implementations of the same formulas, chosen by shape only (never by thread count):
+//  - blocked (T >= kMinBlockedQueries: prefill and training): for each (b, KV head) and block of
+//    up to kQueryBlock queries, the G query heads sharing that KV head form the rows of GEMMs
+//    (single-threaded OpenBLAS): S = scale Q K^T, then a row softmax with the vectorised
+//    cpu::exp8, then O = P V; backward recomputes P from lse and runs dP = dO V^T, dQ = scale
+//    dS K, dK += scale dS^T Q, dV += P^T dO. One task per (b, KV head, query block) in the
+//    forward; in the backward one task per (b, KV head), walking its query blocks in order so
+//    the dK/dV sums over blocks have a fixed order. Scores past a query's causal limit are
+//    computed with the block and set to weight 0.
+//  - per row (decode and short prompts), below.
+//
+// Parallelism (per-row form): the forward and dq are independent per (b, h, t) query row: OpenMP over rows,
 // dynamically scheduled because causal rows grow with t. dk and dv reduce over queries and
 // query heads, so they get their own pass over (b, kv head, key j) rows, each summing its
 // (head, query) terms in a fixed order; no reduction is split across threads, so results are
 // bit-identical for any thread count. The price is computing the scores twice in backward.
+#include <cblas.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -90,6 +103,144 @@ struct MutHeadView {
 HeadView view(const Tensor& t) { return {t.f32(), t.strides()[0], t.strides()[1], t.dim(3)}; }
 MutHeadView mut_view(Tensor& t) { return {t.f32(), t.strides()[0], t.strides()[1], t.dim(3)}; }
 
+// ---- blocked form ----------------------------------------------------------------------------
+
+constexpr int64_t kQueryBlock = 64;         // queries per block (times the G heads of a KV head)
+constexpr int64_t kMinBlockedQueries = 8;   // below this the per-row form is as fast
+
+bool use_blocked(const AttnDims& d) { return d.T >= kMinBlockedQueries; }
+
+// The calling thread's scratch, grown on demand.
+float* scratch(std::vector<float>& buf, int64_t n) {
+  if (int64_t(buf.size()) < n) buf.resize(size_t(n));
+  return buf.data();
+}
+
+// One block of queries [t0, t0 + nq) of the G heads reading KV head hk: rows r = g * nq + i.
+struct QueryBlock {
+  int64_t b, hk, t0, nq, n_keys;  // n_keys: keys the block's last query sees
+  int64_t rows(int64_t group) const { return group * nq; }
+};
+
+// dst[M, D] (contiguous) <- rows (b, t0 + i, hk * G + g) of a [B, T, H, D] view.
+void gather_rows(float* dst, const HeadView& v, const QueryBlock& qb, int64_t group) {
+  for (int64_t g = 0; g < group; ++g)
+    for (int64_t i = 0; i < qb.nq; ++i)
+      std::memcpy(dst + (g * qb.nq + i) * v.D, v.at(qb.b, qb.t0 + i, qb.hk * group + g), size_t(v.D) * 4);
+}
+
+// S[M, n_keys] = scale * Qm . K^T over the block's keys; K rows of head hk are strided.
+void block_scores(float* S, const float* Qm, const HeadView& kv, const QueryBlock& qb, int64_t M, float scale) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(qb.n_keys), int(kv.D), scale, Qm, int(kv.D),
+              kv.at(qb.b, 0, qb.hk), int(kv.row_stride), 0.0f, S, int(qb.n_keys));
+}
+
+// Keys row r of the block may see: prefix + t0 + i + 1.
+int64_t keys_of_row(const AttnDims& d, const QueryBlock& qb, int64_t r) { return d.prefix() + qb.t0 + r % qb.nq + 1; }
+
+void forward_blocked(const AttnDims& d, const HeadView& qv, const HeadView& kv, const HeadView& vv,
+                     const MutHeadView& ov, float* lse_p, float scale) {
+  const int64_t G = d.group, n_qblocks = (d.T + kQueryBlock - 1) / kQueryBlock;
+  const int64_t n_tasks = d.B * d.Hkv * n_qblocks;
+  cpu::blas_single_threaded();
+#pragma omp parallel
+  {
+    std::vector<float> q_buf, s_buf, o_buf, l_buf;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < n_tasks; ++task) {
+      const int64_t qb_i = task % n_qblocks, hk = (task / n_qblocks) % d.Hkv, b = task / (n_qblocks * d.Hkv);
+      QueryBlock qb{b, hk, qb_i * kQueryBlock, 0, 0};
+      qb.nq = std::min(kQueryBlock, d.T - qb.t0);
+      qb.n_keys = d.prefix() + qb.t0 + qb.nq;
+      const int64_t M = qb.rows(G);
+      float* Qm = scratch(q_buf, M * d.Dk);
+      float* S = scratch(s_buf, M * qb.n_keys);
+      float* O = scratch(o_buf, M * d.Dv);
+      gather_rows(Qm, qv, qb, G);
+      block_scores(S, Qm, kv, qb, M, scale);
+      float* inv_l = scratch(l_buf, M);
+      for (int64_t r = 0; r < M; ++r) {
+        float* row = S + r * qb.n_keys;
+        const int64_t n = keys_of_row(d, qb, r);
+        const float m = cpu::max_of(row, n);
+        cpu::exp_shifted_inplace(row, m, n);
+        std::fill(row + n, row + qb.n_keys, 0.0f);
+        const float l = cpu::sum(row, n);
+        inv_l[r] = 1.0f / l;
+        if (lse_p) {
+          const int64_t g = r / qb.nq, t = qb.t0 + r % qb.nq;
+          lse_p[(b * d.Hq + hk * G + g) * d.T + t] = m + std::log(l);
+        }
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(d.Dv), int(qb.n_keys), 1.0f, S,
+                  int(qb.n_keys), vv.at(b, 0, hk), int(vv.row_stride), 0.0f, O, int(d.Dv));
+      for (int64_t r = 0; r < M; ++r) {
+        const int64_t g = r / qb.nq, t = qb.t0 + r % qb.nq;
+        float* o = ov.at(b, t, hk * G + g);
+        const float* src = O + r * d.Dv;
+        for (int64_t i = 0; i < d.Dv; ++i) o[i] = src[i] * inv_l[r];
+      }
+    }
+  }
+}
+
+void backward_blocked(const AttnDims& d, const HeadView& qv, const HeadView& kv, const HeadView& vv,
+                      const HeadView& dov, const HeadView& ov, const float* lse_p, const MutHeadView& dqv,
+                      const MutHeadView& dkv, const MutHeadView& dvv, float scale) {
+  const int64_t G = d.group, n_qblocks = (d.T + kQueryBlock - 1) / kQueryBlock;
+  cpu::blas_single_threaded();
+#pragma omp parallel
+  {
+    std::vector<float> q_buf, do_buf, p_buf, dp_buf, dq_buf;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < d.B * d.Hkv; ++task) {
+      const int64_t hk = task % d.Hkv, b = task / d.Hkv;
+      for (int64_t j = 0; j < d.S; ++j) {  // "=": dK and dV start from zero
+        std::fill(dkv.at(b, j, hk), dkv.at(b, j, hk) + d.Dk, 0.0f);
+        std::fill(dvv.at(b, j, hk), dvv.at(b, j, hk) + d.Dv, 0.0f);
+      }
+      for (int64_t qb_i = 0; qb_i < n_qblocks; ++qb_i) {
+        QueryBlock qb{b, hk, qb_i * kQueryBlock, 0, 0};
+        qb.nq = std::min(kQueryBlock, d.T - qb.t0);
+        qb.n_keys = d.prefix() + qb.t0 + qb.nq;
+        const int64_t M = qb.rows(G), NK = qb.n_keys;
+        float* Qm = scratch(q_buf, M * d.Dk);
+        float* dOm = scratch(do_buf, M * d.Dv);
+        float* P = scratch(p_buf, M * NK);
+        float* dP = scratch(dp_buf, M * NK);
+        float* dQm = scratch(dq_buf, M * d.Dk);
+        gather_rows(Qm, qv, qb, G);
+        gather_rows(dOm, dov, qb, G);
+        block_scores(P, Qm, kv, qb, M, scale);
+        // dP = dO . V^T
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(NK), int(d.Dv), 1.0f, dOm, int(d.Dv),
+                    vv.at(b, 0, hk), int(vv.row_stride), 0.0f, dP, int(NK));
+        for (int64_t r = 0; r < M; ++r) {
+          const int64_t g = r / qb.nq, t = qb.t0 + r % qb.nq, h = hk * G + g;
+          const int64_t n = keys_of_row(d, qb, r);
+          float* p = P + r * NK;
+          float* dp = dP + r * NK;
+          const float delta = cpu::dot(dOm + r * d.Dv, ov.at(b, t, h), d.Dv);
+          cpu::exp_shifted_inplace(p, lse_p[(b * d.Hq + h) * d.T + t], n);
+          for (int64_t j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - delta);  // dS
+          std::fill(p + n, p + NK, 0.0f);
+          std::fill(dp + n, dp + NK, 0.0f);
+        }
+        // dQ = scale dS . K
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(d.Dk), int(NK), scale, dP, int(NK),
+                    kv.at(b, 0, hk), int(kv.row_stride), 0.0f, dQm, int(d.Dk));
+        for (int64_t r = 0; r < M; ++r)
+          std::memcpy(dqv.at(b, qb.t0 + r % qb.nq, hk * G + r / qb.nq), dQm + r * d.Dk, size_t(d.Dk) * 4);
+        // dK += scale dS^T . Q,  dV += P^T . dO  (keys 0..NK-1 of head hk, strided rows)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(NK), int(d.Dk), int(M), scale, dP, int(NK), Qm,
+                    int(d.Dk), 1.0f, dkv.at(b, 0, hk), int(dkv.row_stride));
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(NK), int(d.Dv), int(M), 1.0f, P, int(NK), dOm,
+                    int(d.Dv), 1.0f, dvv.at(b, 0, hk), int(dvv.row_stride));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void CpuBackend::attention_forward(Tensor& out, Tensor* lse, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -102,6 +253,11 @@ void CpuBackend::attention_forward(Tensor& out, Tensor* lse, const Tensor& q, co
   const HeadView qv = view(q), kv = view(k), vv = view(v);
   const MutHeadView ov = mut_view(out);
   float* lse_p = lse ? lse->f32() : nullptr;
+  if (d.n_rows() == 0) return;
+  if (use_blocked(d)) {
+    forward_blocked(d, qv, kv, vv, ov, lse_p, scale);
+    return;
+  }
   const int64_t work = d.n_rows() * d.S * (d.Dk + d.Dv);
 #pragma omp parallel if (work >= cpu::kParallelMinWork)
   {
@@ -115,7 +271,7 @@ void CpuBackend::attention_forward(Tensor& out, Tensor* lse, const Tensor& q, co
       const float* qr = qv.at(b, t, h);
       for (int64_t j = 0; j < n_keys; ++j) scores[size_t(j)] = scale * cpu::dot(qr, kv.at(b, j, hk), d.Dk);
       const float m = cpu::max_of(scores.data(), n_keys);
-      for (int64_t j = 0; j < n_keys; ++j) scores[size_t(j)] = std::exp(scores[size_t(j)] - m);
+      cpu::exp_shifted_inplace(scores.data(), m, n_keys);
       const float l = cpu::sum(scores.data(), n_keys);
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t j = 0; j < n_keys; ++j) cpu::axpy(scores[size_t(j)], vv.at(b, j, hk), acc.data(), d.Dv);
@@ -142,6 +298,10 @@ void CpuBackend::attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Te
   const HeadView qv = view(q), kv = view(k), vv = view(v), dov = view(dout), ov = view(out);
   const MutHeadView dqv = mut_view(dq), dkv = mut_view(dk), dvv = mut_view(dv);
   const float* lse_p = lse.f32();
+  if (d.n_rows() > 0 && use_blocked(d)) {
+    backward_blocked(d, qv, kv, vv, dov, ov, lse_p, dqv, dkv, dvv, scale);
+    return;
+  }
   std::vector<float> delta(size_t(d.n_rows()));  // Delta[(b * Hq + h) * T + t] = dout . out
   const int64_t work = d.n_rows() * d.S * (d.Dk + d.Dv);
   const bool parallel = work >= cpu::kParallelMinWork;

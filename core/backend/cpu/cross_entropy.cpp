@@ -4,7 +4,8 @@
 // logits[T, V], dlogits[T, V], losses[T] are f32. A negative target means "ignore": loss 0 and a
 // zero gradient row. A target >= V throws invalid_argument naming it and its position, before
 // anything is written. logsumexp = m + log(sum exp(x - m)) with m the row max, so exp() stays in
-// (0, 1]; the sum accumulates in f32 in the fixed cpu::sum order (V = 49152 terms, each <= 1).
+// (0, 1] (cpu::exp8, vectorised); the sum accumulates in f32 in the fixed cpu::sum order
+// (V = 49152 terms, each <= 1).
 // The backward recomputes the row max and sum (the interface saves nothing). Reference:
 // reference::cross_entropy_*.
 //
@@ -58,7 +59,7 @@ CeDims check_ce(const Tensor& logits, std::span<const int32_t> targets, const ch
 // exp(row - m) into e[V]; returns m, and the sum through *sum.
 float shifted_exp(const float* row, int64_t V, float* e, float* sum) {
   const float m = cpu::max_of(row, V);
-  for (int64_t i = 0; i < V; ++i) e[i] = std::exp(row[i] - m);
+  cpu::exp_shifted(row, e, m, V);
   *sum = cpu::sum(e, V);
   return m;
 }

@@ -1,5 +1,5 @@
 // Token embedding, forward and backward:
-//   forward:  out[T,D] = table[tokens[t], :]          ("="; table f32 or bf16, widened exactly)
+//   forward:  out[T,D] = table[tokens[t], :]          ("="; table f32, bf16 or q8_0/q4_0/q4_1, widened exactly)
 //   backward: dtable[V,D] += dout[t, :] for each t     ("+=", dtable f32)
 // Every token id is checked against [0, V) before anything is written, so a bad id leaves the
 // output untouched. Reference: reference::embedding_*.
@@ -44,13 +44,14 @@ void check_slice_tokens(std::span<const int32_t> tokens, int64_t vocab_begin, co
   }
 }
 
+
 // Checks table-like (table or dtable) and the [T, D] other side; returns {V, D}.
 std::pair<int64_t, int64_t> check_rows(const Tensor& table, bool f32_only, const Tensor& rows, int64_t T,
                                        const char* op, const char* table_name, const char* rows_name) {
   cpu::require_host(table, op, table_name);
   if (f32_only) {
     cpu::require_dtype(table, DType::f32, op, table_name);
-  } else {
+  } else if (!is_block_dtype(table.dtype())) {  // q8_0/q4_0/q4_1 tables (GGUF) are read row by row
     cpu::require_weight_dtype(table, op, table_name);
   }
   cpu::require_rank(table, 2, "[V, D]", op, table_name);
@@ -63,9 +64,12 @@ std::pair<int64_t, int64_t> check_rows(const Tensor& table, bool f32_only, const
 void gather_rows(float* o, const Tensor& table, std::span<const int32_t> tokens, int64_t vocab_begin, int64_t V,
                  int64_t D) {
   const int64_t T = int64_t(tokens.size());
-  const bool f32 = table.dtype() == DType::f32;
+  const DType dt = table.dtype();
+  const bool f32 = dt == DType::f32, block = is_block_dtype(dt);
   const float* tab32 = f32 ? table.f32() : nullptr;
-  const uint16_t* tab16 = f32 ? nullptr : table.u16();
+  const uint16_t* tab16 = f32 || block ? nullptr : table.u16();
+  const char* tabq = block ? static_cast<const char*>(table.raw()) : nullptr;
+  const size_t row_bytes = dtype_bytes(dt, D);
 #pragma omp parallel for schedule(static) if (T * D >= cpu::kParallelMinWork)
   for (int64_t t = 0; t < T; ++t) {
     const int64_t id = int64_t(tokens[size_t(t)]) - vocab_begin;
@@ -74,6 +78,8 @@ void gather_rows(float* o, const Tensor& table, std::span<const int32_t> tokens,
       std::fill(row, row + D, 0.0f);
     } else if (f32) {
       std::memcpy(row, tab32 + id * D, size_t(D) * 4);
+    } else if (block) {
+      dequantize_blocks(dt, tabq + size_t(id) * row_bytes, row, D);  // exact
     } else {
       cpu::widen_bf16(tab16 + id * D, row, D);
     }

@@ -31,6 +31,7 @@
 
 #include "core/backend/cpu/cpu_backend.h"
 #include "core/backend/cpu/cpu_common.h"
+#include "core/backend/cpu/quantized_linear.h"
 
 namespace latte {
 namespace {
@@ -39,6 +40,9 @@ constexpr int64_t kTile = 512;      // largest output tile edge for the sgemm pa
 constexpr int64_t kThinRows = 16;   // outputs with at most this many rows ...
 constexpr int64_t kThinTile = 128;  // ... get column tiles of at most this edge
 constexpr int64_t kChunk = 512;     // rows of a bf16 w widened at a time along the dx reduction
+constexpr int64_t kMinTiles = 8;    // tiles a large product is cut into at least (see for_each_tile)
+constexpr int64_t kMinEdge = 64;    // ... but no tile edge below this
+constexpr int64_t kMinSplitWork = int64_t(1) << 24;  // M*N*K from which that pays
 
 struct LinearDims {
   int64_t M, K, N;  // x[M,K], w[N,K], y[M,N]
@@ -65,12 +69,6 @@ LinearDims check_linear(const Tensor& x, const Tensor& w, const char* op) {
 
 // ---- M > 1: single-threaded sgemm per fixed output tile ----
 
-// OpenBLAS must not start its own threads inside ours (see the file comment). Re-checked on
-// every call because any other code in the process may have raised it.
-void blas_single_threaded() {
-  if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
-}
-
 // The calling thread's widening buffer, grown on demand and kept for the next call.
 float* widen_buffer(int64_t elems) {
   thread_local std::vector<float> buf;
@@ -87,10 +85,25 @@ int64_t tile_edge(int64_t n, int64_t max_edge) {
 
 // Calls f(r0, rows, c0, cols) for every tile of an [R, C] output, in parallel. Tiles are up to
 // kTile x kTile; when R is small the product is bound by reading the other operand, so C is
-// cut finer (kThinTile) to give every thread a share of it.
+// cut finer (kThinTile) to give every thread a share of it. Products big enough to be worth it
+// are cut into at least kMinTiles tiles (halving the longer edge, down to kMinEdge), so that 2 or
+// 4 threads get equal shares: a 512 x 1536 output in 3 tiles leaves one of 2 threads idle a
+// third of the time. The tiles are a function of the shape only, never of the thread count.
 template <typename F>
-void for_each_tile(int64_t R, int64_t C, F&& f) {
-  const int64_t er = tile_edge(R, kTile), ec = tile_edge(C, R <= kThinRows ? kThinTile : kTile);
+void for_each_tile(int64_t R, int64_t C, int64_t K, F&& f) {
+  int64_t er = tile_edge(R, kTile), ec = tile_edge(C, R <= kThinRows ? kThinTile : kTile);
+  auto count = [&] { return ((R + er - 1) / er) * ((C + ec - 1) / ec); };
+  if (R * C * K >= kMinSplitWork) {
+    while (count() < kMinTiles) {
+      if (er >= ec && er >= 2 * kMinEdge) {
+        er = tile_edge(R, (er + 1) / 2);
+      } else if (ec >= 2 * kMinEdge) {
+        ec = tile_edge(C, (ec + 1) / 2);
+      } else {
+        break;
+      }
+    }
+  }
   const int64_t tr = (R + er - 1) / er, tc = (C + ec - 1) / ec;
 #pragma omp parallel for schedule(dynamic, 1) if (tr * tc > 1)
   for (int64_t i = 0; i < tr * tc; ++i) {
@@ -102,7 +115,7 @@ void for_each_tile(int64_t R, int64_t C, F&& f) {
 // y[m0:, n0:] (tile) op= x[m0:, :] . w[n0:, :]^T
 void forward_tiles(float* y, const float* x, const Tensor& w, const LinearDims& d, float beta) {
   const bool bf16 = w.dtype() == DType::bf16;
-  for_each_tile(d.M, d.N, [&](int64_t m0, int64_t mb, int64_t n0, int64_t nb) {
+  for_each_tile(d.M, d.N, d.K, [&](int64_t m0, int64_t mb, int64_t n0, int64_t nb) {
     const float* wt;
     if (bf16) {
       float* buf = widen_buffer(nb * d.K);
@@ -119,7 +132,7 @@ void forward_tiles(float* y, const float* x, const Tensor& w, const LinearDims& 
 // dx[m0:, k0:] (tile) += dy[m0:, :] . w[:, k0:]
 void backward_dx_tiles(float* dx, const float* dy, const Tensor& w, const LinearDims& d) {
   const bool bf16 = w.dtype() == DType::bf16;
-  for_each_tile(d.M, d.K, [&](int64_t m0, int64_t mb, int64_t k0, int64_t kb) {
+  for_each_tile(d.M, d.K, d.N, [&](int64_t m0, int64_t mb, int64_t k0, int64_t kb) {
     if (!bf16) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(mb), int(kb), int(d.N), 1.0f, dy + m0 * d.N, int(d.N),
                   w.f32() + k0, int(d.K), 1.0f, dx + m0 * d.K + k0, int(d.K));
@@ -137,7 +150,7 @@ void backward_dx_tiles(float* dx, const float* dy, const Tensor& w, const Linear
 
 // dw[n0:, k0:] (tile) += dy[:, n0:]^T . x[:, k0:]
 void backward_dw_tiles(float* dw, const float* dy, const float* x, const LinearDims& d) {
-  for_each_tile(d.N, d.K, [&](int64_t n0, int64_t nb, int64_t k0, int64_t kb) {
+  for_each_tile(d.N, d.K, d.M, [&](int64_t n0, int64_t nb, int64_t k0, int64_t kb) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(nb), int(kb), int(d.M), 1.0f, dy + n0, int(d.N), x + k0,
                 int(d.K), 1.0f, dw + n0 * d.K + k0, int(d.K));
   });
@@ -186,6 +199,10 @@ void gemv_backward_dw(float* dw, const float* dy, const float* x, const LinearDi
 }  // namespace
 
 void CpuBackend::linear_forward(Tensor& y, const Tensor& x, const Tensor& w, bool accumulate) {
+  if (is_block_dtype(w.dtype())) {  // q8_0 / q4_0 / q4_1 weights (GGUF), read in place
+    quantized_linear_forward(y, x, w, accumulate);
+    return;
+  }
   const char* op = "linear_forward";
   const LinearDims d = check_linear(x, w, op);
   cpu::require_f32(y, {d.M, d.N}, op, "y");
@@ -199,11 +216,15 @@ void CpuBackend::linear_forward(Tensor& y, const Tensor& x, const Tensor& w, boo
     gemv_forward(yp, x.f32(), w, d, accumulate);
     return;
   }
-  blas_single_threaded();
+  cpu::blas_single_threaded();
   forward_tiles(yp, x.f32(), w, d, accumulate ? 1.0f : 0.0f);  // beta = 0: y is written, never read
 }
 
 void CpuBackend::linear_backward(Tensor* dx, Tensor* dw, const Tensor& dy, const Tensor& x, const Tensor& w) {
+  if (is_block_dtype(w.dtype())) {
+    quantized_linear_backward(dx, dw, dy, x, w);
+    return;
+  }
   const char* op = "linear_backward";
   const LinearDims d = check_linear(x, w, op);
   cpu::require_f32(dy, {d.M, d.N}, op, "dy");
@@ -216,7 +237,7 @@ void CpuBackend::linear_backward(Tensor* dx, Tensor* dw, const Tensor& dy, const
     if (dx) gemv_backward_dx(dx->f32(), dy.f32(), w, d);
     return;
   }
-  blas_single_threaded();
+  cpu::blas_single_threaded();
   if (dw) backward_dw_tiles(dw->f32(), dy.f32(), x.f32(), d);
   if (dx) backward_dx_tiles(dx->f32(), dy.f32(), w, d);
 }

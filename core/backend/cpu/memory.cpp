@@ -26,16 +26,33 @@
 namespace latte {
 namespace {
 
+constexpr int kMaxDims = 8;  // tensors have at most 4 dims today
+
+// A small vector on the stack: copies of a few elements run once per decoded token and head
+// group, so the walk must not allocate.
+struct Dims {
+  int64_t v[kMaxDims] = {};
+  int n = 0;
+  bool empty() const { return n == 0; }
+  int64_t& back() { return v[n - 1]; }
+  int64_t back() const { return v[n - 1]; }
+  void push_back(int64_t x) { v[n++] = x; }
+  size_t size() const { return size_t(n); }
+  int64_t operator[](size_t i) const { return v[i]; }
+};
+
 // A view reduced for iteration: dims outermost first, strides in elements, for up to two tensors
 // walked together (copy: dst and src; fill: one).
 struct Walk {
-  std::vector<int64_t> shape;
-  std::vector<int64_t> stride[2];
+  Dims shape;
+  Dims stride[2];
 };
 
 // Drops size-1 dims and merges dim i into dim i+1 whenever every tensor is contiguous across the
 // pair (stride[i] == stride[i+1] * shape[i+1]). A 0-d or all-ones shape becomes [1].
 Walk reduce_dims(const Shape& shape, const Shape* const* strides, int n_tensors) {
+  LATTE_REQUIRE(shape.size() <= size_t(kMaxDims), ErrorCode::unsupported, "copy/fill of a tensor with ", shape.size(),
+                " dims (at most ", kMaxDims, ")");
   Walk w;
   for (size_t d = 0; d < shape.size(); ++d) {
     if (shape[d] == 1) continue;

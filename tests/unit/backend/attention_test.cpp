@@ -86,6 +86,22 @@ TEST(CpuAttention, StridedKvCacheViewsMatchReference) {
   for (const AttnCase& c : kCases) check_attention(c, /*strided_kv=*/true, seed++);
 }
 
+// Prefill and training shapes take the blocked (GEMM) form: T >= 8 queries, in blocks of 64 per
+// KV head. These cross block edges (T = 64, 65, 130), keep a cached prefix (S > T), and mix GQA
+// ratios, so a wrong block offset, causal limit or head mapping shows up as an O(0.1) error.
+const AttnCase kBlockedCases[] = {
+    {1, 8, 8, 2, 2, 8, 8}, {2, 9, 20, 6, 2, 16, 8}, {1, 64, 64, 3, 1, 32, 32},
+    {1, 65, 70, 4, 2, 16, 16}, {2, 130, 130, 9, 3, 64, 64},
+};
+
+TEST(CpuAttention, BlockedFormMatchesReference) {
+  uint64_t seed = 760;
+  for (const AttnCase& c : kBlockedCases) {
+    check_attention(c, /*strided_kv=*/false, seed++);
+    check_attention(c, /*strided_kv=*/true, seed++);
+  }
+}
+
 TEST(CpuAttention, LargeScoresStayFinite) {
   // Scores in the hundreds: exp without the max subtraction would overflow f32.
   CpuBackend be;
