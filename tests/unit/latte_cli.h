@@ -42,6 +42,17 @@ inline CliRun run_latte(const std::string& args, const std::string& env = "") {
   return r;
 }
 
+// Writes the first 20,000 characters of the shipped TinyStories text to dir/head.txt and tokenizes
+// it with the shipped tokenizer into `shard` (the small training shard the CLI tests share).
+inline CliRun tokenize_story_head(const std::string& dir, const std::string& shard) {
+  const std::string models = LATTE_MODELS_DIR;
+  std::ifstream in(models + "/stories260K/tinystories_valid_head.txt", std::ios::binary);
+  std::string text(20000, '\0');
+  in.read(text.data(), std::streamsize(text.size()));
+  std::ofstream(dir + "/head.txt", std::ios::binary) << text;
+  return run_latte("tokenize --tokenizer " + models + "/stories260K/tok512.bin " + dir + "/head.txt -o " + shard);
+}
+
 inline int count_lines(const std::string& s) {
   int n = 0;
   for (char c : s) n += c == '\n';

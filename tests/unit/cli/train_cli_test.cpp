@@ -49,11 +49,7 @@ class TrainCliTest : public ::testing::Test {
     dir_ = (fs::temp_directory_path() / ("latte_train_cli_" + std::to_string(::getpid()))).string();
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    std::ifstream in(kModels + "/stories260K/tinystories_valid_head.txt", std::ios::binary);
-    std::string text(20000, '\0');
-    in.read(text.data(), std::streamsize(text.size()));
-    std::ofstream(dir_ + "/head.txt", std::ios::binary) << text;
-    CliRun r = run_latte("tokenize --tokenizer " + kTok + " " + dir_ + "/head.txt -o " + shard());
+    CliRun r = tokenize_story_head(dir_, shard());
     ASSERT_EQ(r.code, 0) << r.err;
   }
   static void TearDownTestSuite() { fs::remove_all(dir_); }
