@@ -53,6 +53,24 @@ inline CliRun tokenize_story_head(const std::string& dir, const std::string& sha
   return run_latte("tokenize --tokenizer " + models + "/stories260K/tok512.bin " + dir + "/head.txt -o " + shard);
 }
 
+// A test suite sharing one temp folder per process with head.txt and shard.bin in it
+// (tokenize_story_head), made once before the suite's first test and removed after its last.
+// Name (a string with static storage) goes into the folder name.
+template <const char* Name>
+class StoryShardSuite : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = (std::filesystem::temp_directory_path() / (std::string(Name) + "_" + std::to_string(::getpid()))).string();
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    CliRun r = tokenize_story_head(dir_, shard());
+    ASSERT_EQ(r.code, 0) << r.err;
+  }
+  static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
+  static std::string shard() { return dir_ + "/shard.bin"; }
+  static inline std::string dir_;
+};
+
 inline int count_lines(const std::string& s) {
   int n = 0;
   for (char c : s) n += c == '\n';

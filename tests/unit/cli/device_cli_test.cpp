@@ -29,17 +29,10 @@ size_t count_of(const std::string& s, const std::string& needle) {
   return n;
 }
 
-class DeviceCliTest : public ::testing::Test {
+constexpr char kDeviceCliTestDir[] = "latte_device_cli";
+
+class DeviceCliTest : public StoryShardSuite<kDeviceCliTestDir> {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = (fs::temp_directory_path() / ("latte_device_cli_" + std::to_string(::getpid()))).string();
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    CliRun r = tokenize_story_head(dir_, shard());
-    ASSERT_EQ(r.code, 0) << r.err;
-  }
-  static void TearDownTestSuite() { fs::remove_all(dir_); }
-  static std::string shard() { return dir_ + "/shard.bin"; }
 
   // One command per subcommand that runs a model, small enough to finish in a second on the CPU.
   static std::vector<std::string> commands(const std::string& tag) {
@@ -54,10 +47,7 @@ class DeviceCliTest : public ::testing::Test {
             "--micro-batch 2 --save-every 0 --eval-every 0 --eval-batches 1 -q",
     };
   }
-  static std::string dir_;
 };
-
-std::string DeviceCliTest::dir_;
 
 TEST_F(DeviceCliTest, CudaWithoutAGpuIsOneLineNamingCuda) {
   for (const std::string& cmd : commands("cuda")) {

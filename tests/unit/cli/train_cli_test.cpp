@@ -43,26 +43,16 @@ void write_shard(const std::string& path, uint64_t vocab, const std::string& tok
   for (uint64_t i = 0; i < count; ++i) f.write(reinterpret_cast<const char*>(&token), 2);
 }
 
-class TrainCliTest : public ::testing::Test {
+constexpr char kTrainCliTestDir[] = "latte_train_cli";
+
+class TrainCliTest : public StoryShardSuite<kTrainCliTestDir> {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = (fs::temp_directory_path() / ("latte_train_cli_" + std::to_string(::getpid()))).string();
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    CliRun r = tokenize_story_head(dir_, shard());
-    ASSERT_EQ(r.code, 0) << r.err;
-  }
-  static void TearDownTestSuite() { fs::remove_all(dir_); }
-  static std::string shard() { return dir_ + "/shard.bin"; }
   static std::string train(const std::string& model, const std::string& data, const std::string& out,
                            const std::string& seq = "64") {
     return "train --model " + model + " --data " + data + " --out " + out + " --seq " + seq +
            " --steps 4 --micro-batch 2 --save-every 2 --eval-every 0 --eval-batches 1 -q";
   }
-  static std::string dir_;
 };
-
-std::string TrainCliTest::dir_;
 
 TEST_F(TrainCliTest, MissingShard) {
   expect_one_line_error(train(kModel, dir_ + "/nope.bin", dir_ + "/o1"), "token shard not found: " + dir_ + "/nope.bin");
