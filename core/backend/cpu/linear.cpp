@@ -10,7 +10,7 @@
 // (for lengths in (Q, 2Q), e.g. 999), and its sgemv hands its 4-row and tail kernels different
 // rows depending on the split; both were seen changing bits between 1 and 2 threads. So the
 // backend owns the threads: OpenBLAS is kept at one thread, and an OpenMP loop hands out output
-// tiles whose edges are a function of the shape only (up to 512 x 512, see for_each_tile). Every
+// tiles whose edges are a function of the shape only (up to 512 x 512, see gemm_tiles.h). Every
 // tile is one single-threaded sgemm over the whole reduction, so a result never depends on the
 // thread count. On one core (M=512 K=576 N=1536) 512-tiles ran within noise of one whole-matrix
 // sgemm; 256-tiles were ~15% slower (packing per call).
@@ -31,18 +31,13 @@
 
 #include "core/backend/cpu/cpu_backend.h"
 #include "core/backend/cpu/cpu_common.h"
+#include "core/backend/cpu/gemm_tiles.h"
 #include "core/backend/cpu/quantized_linear.h"
 
 namespace latte {
 namespace {
 
-constexpr int64_t kTile = 512;      // largest output tile edge for the sgemm paths
-constexpr int64_t kThinRows = 16;   // outputs with at most this many rows ...
-constexpr int64_t kThinTile = 128;  // ... get column tiles of at most this edge
 constexpr int64_t kChunk = 512;     // rows of a bf16 w widened at a time along the dx reduction
-constexpr int64_t kMinTiles = 8;    // tiles a large product is cut into at least (see for_each_tile)
-constexpr int64_t kMinEdge = 64;    // ... but no tile edge below this
-constexpr int64_t kMinSplitWork = int64_t(1) << 24;  // M*N*K from which that pays
 
 struct LinearDims {
   int64_t M, K, N;  // x[M,K], w[N,K], y[M,N]
@@ -69,56 +64,13 @@ LinearDims check_linear(const Tensor& x, const Tensor& w, const char* op) {
 
 // ---- M > 1: single-threaded sgemm per fixed output tile ----
 
-// The calling thread's widening buffer, grown on demand and kept for the next call.
-float* widen_buffer(int64_t elems) {
-  thread_local std::vector<float> buf;
-  if (int64_t(buf.size()) < elems) buf.resize(size_t(elems));
-  return buf.data();
-}
-
-// The edge of the tiles that cut a dimension of n: at most max_edge, balanced so that no tile is
-// a thin remainder (576 -> 2 x 288, not 512 + 64), a multiple of 16.
-int64_t tile_edge(int64_t n, int64_t max_edge) {
-  const int64_t parts = (n + max_edge - 1) / max_edge;
-  return ((n + parts - 1) / parts + 15) / 16 * 16;
-}
-
-// Calls f(r0, rows, c0, cols) for every tile of an [R, C] output, in parallel. Tiles are up to
-// kTile x kTile; when R is small the product is bound by reading the other operand, so C is
-// cut finer (kThinTile) to give every thread a share of it. Products big enough to be worth it
-// are cut into at least kMinTiles tiles (halving the longer edge, down to kMinEdge), so that 2 or
-// 4 threads get equal shares: a 512 x 1536 output in 3 tiles leaves one of 2 threads idle a
-// third of the time. The tiles are a function of the shape only, never of the thread count.
-template <typename F>
-void for_each_tile(int64_t R, int64_t C, int64_t K, F&& f) {
-  int64_t er = tile_edge(R, kTile), ec = tile_edge(C, R <= kThinRows ? kThinTile : kTile);
-  auto count = [&] { return ((R + er - 1) / er) * ((C + ec - 1) / ec); };
-  if (R * C * K >= kMinSplitWork) {
-    while (count() < kMinTiles) {
-      if (er >= ec && er >= 2 * kMinEdge) {
-        er = tile_edge(R, (er + 1) / 2);
-      } else if (ec >= 2 * kMinEdge) {
-        ec = tile_edge(C, (ec + 1) / 2);
-      } else {
-        break;
-      }
-    }
-  }
-  const int64_t tr = (R + er - 1) / er, tc = (C + ec - 1) / ec;
-#pragma omp parallel for schedule(dynamic, 1) if (tr * tc > 1)
-  for (int64_t i = 0; i < tr * tc; ++i) {
-    const int64_t r0 = (i / tc) * er, c0 = (i % tc) * ec;
-    f(r0, std::min(er, R - r0), c0, std::min(ec, C - c0));
-  }
-}
-
 // y[m0:, n0:] (tile) op= x[m0:, :] . w[n0:, :]^T
 void forward_tiles(float* y, const float* x, const Tensor& w, const LinearDims& d, float beta) {
   const bool bf16 = w.dtype() == DType::bf16;
-  for_each_tile(d.M, d.N, d.K, [&](int64_t m0, int64_t mb, int64_t n0, int64_t nb) {
+  cpu::for_each_tile(d.M, d.N, d.K, [&](int64_t m0, int64_t mb, int64_t n0, int64_t nb) {
     const float* wt;
     if (bf16) {
-      float* buf = widen_buffer(nb * d.K);
+      float* buf = cpu::widen_buffer(nb * d.K);
       cpu::widen_bf16(w.u16() + n0 * d.K, buf, nb * d.K);
       wt = buf;
     } else {
@@ -132,13 +84,13 @@ void forward_tiles(float* y, const float* x, const Tensor& w, const LinearDims& 
 // dx[m0:, k0:] (tile) += dy[m0:, :] . w[:, k0:]
 void backward_dx_tiles(float* dx, const float* dy, const Tensor& w, const LinearDims& d) {
   const bool bf16 = w.dtype() == DType::bf16;
-  for_each_tile(d.M, d.K, d.N, [&](int64_t m0, int64_t mb, int64_t k0, int64_t kb) {
+  cpu::for_each_tile(d.M, d.K, d.N, [&](int64_t m0, int64_t mb, int64_t k0, int64_t kb) {
     if (!bf16) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(mb), int(kb), int(d.N), 1.0f, dy + m0 * d.N, int(d.N),
                   w.f32() + k0, int(d.K), 1.0f, dx + m0 * d.K + k0, int(d.K));
       return;
     }
-    float* buf = widen_buffer(kChunk * kb);
+    float* buf = cpu::widen_buffer(kChunk * kb);
     for (int64_t n0 = 0; n0 < d.N; n0 += kChunk) {
       const int64_t nb = std::min(kChunk, d.N - n0);
       for (int64_t r = 0; r < nb; ++r) cpu::widen_bf16(w.u16() + (n0 + r) * d.K + k0, buf + r * kb, kb);
@@ -150,7 +102,7 @@ void backward_dx_tiles(float* dx, const float* dy, const Tensor& w, const Linear
 
 // dw[n0:, k0:] (tile) += dy[:, n0:]^T . x[:, k0:]
 void backward_dw_tiles(float* dw, const float* dy, const float* x, const LinearDims& d) {
-  for_each_tile(d.N, d.K, d.M, [&](int64_t n0, int64_t nb, int64_t k0, int64_t kb) {
+  cpu::for_each_tile(d.N, d.K, d.M, [&](int64_t n0, int64_t nb, int64_t k0, int64_t kb) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(nb), int(kb), int(d.M), 1.0f, dy + n0, int(d.N), x + k0,
                 int(d.K), 1.0f, dw + n0 * d.K + k0, int(d.K));
   });

@@ -42,12 +42,12 @@
 #include <vector>
 
 #include "core/backend/cpu/cpu_common.h"
+#include "core/backend/cpu/gemm_tiles.h"
 
 namespace latte {
 namespace {
 
 constexpr int64_t QK = kQuantBlock;  // 32
-constexpr int64_t kTile = 512;       // largest output tile edge for the sgemm paths
 constexpr int64_t kChunk = 512;      // rows of w dequantized at a time along the dx reduction
 
 bool g_force_scalar = false;
@@ -91,11 +91,6 @@ void quantize_activations(const float* x, int64_t M, int64_t K, XBlock* out) {
 XBlock* xblock_buffer(int64_t n) {
   thread_local std::vector<XBlock> buf;
   if (int64_t(buf.size()) < n) buf.resize(size_t(n));
-  return buf.data();
-}
-float* widen_buffer(int64_t elems) {
-  thread_local std::vector<float> buf;
-  if (int64_t(buf.size()) < elems) buf.resize(size_t(elems));
   return buf.data();
 }
 
@@ -218,28 +213,6 @@ void small_m_forward(float* y, const XBlock* xb, const uint8_t* w, int64_t M, in
 
 // ---- the dequantize + sgemm paths ----
 
-void blas_single_threaded() {
-  if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
-}
-
-// Edge of the tiles cutting a dimension of n: at most max_edge, balanced, a multiple of `unit`.
-int64_t tile_edge(int64_t n, int64_t max_edge, int64_t unit) {
-  const int64_t parts = (n + max_edge - 1) / max_edge;
-  return ((n + parts - 1) / parts + unit - 1) / unit * unit;
-}
-
-// f(r0, rows, c0, cols) for every tile of an [R, C] output, in parallel (edges from the shape).
-template <typename F>
-void for_each_tile(int64_t R, int64_t C, int64_t c_unit, F&& f) {
-  const int64_t er = tile_edge(R, kTile, 16), ec = tile_edge(C, kTile, c_unit);
-  const int64_t tr = (R + er - 1) / er, tc = (C + ec - 1) / ec;
-#pragma omp parallel for schedule(dynamic, 1) if (tr * tc > 1)
-  for (int64_t i = 0; i < tr * tc; ++i) {
-    const int64_t r0 = (i / tc) * er, c0 = (i % tc) * ec;
-    f(r0, std::min(er, R - r0), c0, std::min(ec, C - c0));
-  }
-}
-
 void check_sizes(int64_t M, int64_t K, int64_t N, const char* op) {
   for (int64_t v : {M, K, N})
     LATTE_REQUIRE(v <= INT_MAX, ErrorCode::unsupported, op, ": dimension ", v, " exceeds the 32-bit BLAS interface");
@@ -273,11 +246,11 @@ void quantized_linear_forward(float* y, const float* x, const Tensor& w, int64_t
     }
   }
   check_sizes(M, K, N, "linear_forward");
-  blas_single_threaded();
+  cpu::blas_single_threaded();
   const size_t row_bytes = dtype_bytes(t, K);
   const float beta = accumulate ? 1.0f : 0.0f;  // beta = 0: y is written, never read
-  for_each_tile(M, N, 16, [&](int64_t m0, int64_t mb, int64_t n0, int64_t nb) {
-    float* buf = widen_buffer(nb * K);
+  cpu::for_each_tile(M, N, K, [&](int64_t m0, int64_t mb, int64_t n0, int64_t nb) {
+    float* buf = cpu::widen_buffer(nb * K);
     dequantize_blocks(t, wp + size_t(n0) * row_bytes, buf, nb * K);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(mb), int(nb), int(K), 1.0f, x + m0 * K, int(K), buf,
                 int(K), beta, y + m0 * N + n0, int(N));
@@ -287,12 +260,12 @@ void quantized_linear_forward(float* y, const float* x, const Tensor& w, int64_t
 void quantized_linear_backward_dx(float* dx, const float* dy, const Tensor& w, int64_t M, int64_t K, int64_t N) {
   if (M == 0 || N == 0 || K == 0) return;
   check_sizes(M, K, N, "linear_backward");
-  blas_single_threaded();
+  cpu::blas_single_threaded();
   const DType t = w.dtype();
   const auto* wp = static_cast<const uint8_t*>(w.raw());
   const size_t row_bytes = dtype_bytes(t, K);
-  for_each_tile(M, K, QK, [&](int64_t m0, int64_t mb, int64_t k0, int64_t kb) {
-    float* buf = widen_buffer(kChunk * kb);
+  cpu::for_each_tile(M, K, N, [&](int64_t m0, int64_t mb, int64_t k0, int64_t kb) {
+    float* buf = cpu::widen_buffer(kChunk * kb);
     for (int64_t n0 = 0; n0 < N; n0 += kChunk) {
       const int64_t nb = std::min(kChunk, N - n0);
       for (int64_t r = 0; r < nb; ++r)
@@ -300,7 +273,7 @@ void quantized_linear_backward_dx(float* dx, const float* dy, const Tensor& w, i
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(mb), int(kb), int(nb), 1.0f, dy + m0 * N + n0, int(N),
                   buf, int(kb), 1.0f, dx + m0 * K + k0, int(K));
     }
-  });
+  }, QK);  // column tiles hold whole blocks
 }
 
 namespace {
