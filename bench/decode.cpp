@@ -2,7 +2,11 @@
 // launch/get-smollm2 has fetched it) on the CPU backend at 1 and 2 threads, and the ratio against
 // the naive single-loop backend (bench/naive_backend.cpp) decoding the same tokens in the same run.
 //
-//   build/bench/decode [--tokens N] [--smollm PATH]
+//   build/bench/decode [--tokens N] [--smollm PATH] [--profile]
+//
+// --profile: SmolLM2-135M's decode once more at 2 threads through bench::ProfilingBackend, and
+// the per-op table (GEMV, attention, norms, ...; the time outside backend ops is sampling and
+// bookkeeping).
 #include <cblas.h>
 #include <omp.h>
 
@@ -12,6 +16,7 @@
 #include <string>
 
 #include "bench/naive_backend.h"
+#include "bench/profiling_backend.h"
 #include "core/backend/registry.h"
 #include "core/base/file_io.h"
 #include "inference/engine/loaded_model.h"
@@ -57,6 +62,25 @@ void bench_model(const std::string& label, const std::string& path, int64_t toke
   }
 }
 
+// The per-op profile of `n` greedy steps at 2 threads.
+void profile_decode(const std::string& label, const std::string& path, int64_t n) {
+  LoadedModel m = load_model({path, "", &cpu_backend(), false});
+  const int32_t bos = m.checkpoint.config.bos_id >= 0 ? m.checkpoint.config.bos_id : 0;
+  omp_set_num_threads(2);
+  openblas_set_num_threads(2);
+  bench::ProfilingBackend prof(cpu_backend());
+  Transformer pm(m.model->config(), m.model->weights(), prof);
+  decode_rate(pm, bos, std::min<int64_t>(n, 8));  // warm-up
+  prof.reset();
+  const auto t0 = std::chrono::steady_clock::now();
+  const double rate = decode_rate(pm, bos, n);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("\nper-op profile: %s decode, 2 threads, %lld tokens, %.2f s wall (%.1f tok/s)\n", label.c_str(),
+              (long long)n, wall, rate);
+  prof.report(stdout, wall);
+  std::fputs(prof.json("\"source\":\"decode\",\"model\":\"" + label + "\",\"threads\":2").c_str(), stdout);
+}
+
 // Decode speed after a prompt of `context` tokens: prefill once, then `n` greedy steps. The MLA
 // model decodes in its absorbed form (attention over the latent cache), the source model over
 // its K/V cache, so the ratio is what the smaller cache buys per token at that context.
@@ -100,11 +124,13 @@ void bench_mla_vs_mha(const std::string& label, const std::string& path, int64_t
 int main(int argc, char** argv) {
   int64_t tokens = 256;
   std::string smollm = std::string(LATTE_SOURCE_DIR) + "/models/smollm2-135m-hf";
+  bool profile = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--tokens") && i + 1 < argc) tokens = std::atoll(argv[++i]);
     else if (!std::strcmp(argv[i], "--smollm") && i + 1 < argc) smollm = argv[++i];
+    else if (!std::strcmp(argv[i], "--profile")) profile = true;
     else {
-      std::fprintf(stderr, "usage: decode [--tokens N] [--smollm PATH]\n");
+      std::fprintf(stderr, "usage: decode [--tokens N] [--smollm PATH] [--profile]\n");
       return 2;
     }
   }
@@ -114,6 +140,7 @@ int main(int argc, char** argv) {
     if (file_exists(smollm)) {
       bench_model("SmolLM2-135M", smollm, std::min<int64_t>(tokens, 64), 8);
       bench_mla_vs_mha("SmolLM2-135M", smollm, 1024, 32);
+      if (profile) profile_decode("SmolLM2-135M", smollm, tokens);
     } else {
       std::printf("SmolLM2-135M   skipped: %s not found (run launch/get-smollm2)\n", smollm.c_str());
     }

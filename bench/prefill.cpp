@@ -10,8 +10,12 @@
 // logits, and 2*Hq*(Dk+Dv)*T(T+1)/2 per layer for causal attention (QK^T and PV over the causal
 // pairs only). Embedding lookup, norms, RoPE and SwiGLU are not counted.
 //
+// --logits last computes the logits of each window's last position only (the 2*D*V term counts
+// once per window): the work llama-bench's prompt processing (-p) does, where the default (all)
+// is the work of `latte perplexity`.
+//
 //   build/bench/prefill [--model PATH] [--text FILE] [--window 512] [--batch 1] [--threads 1,2]
-//                       [--tokens 2048] [--naive-tokens 64] [--profile]
+//                       [--tokens 2048] [--naive-tokens 64] [--logits all|last] [--profile]
 #include <cblas.h>
 #include <omp.h>
 
@@ -39,6 +43,7 @@ struct Args {
   int64_t window = 512, batch = 1, tokens = 2048, naive_tokens = 64;
   std::vector<int> threads = {1, 2};
   bool profile = false;
+  LogitsFor logits = LogitsFor::all_positions;
 };
 
 // Inputs [rows * T] for forward number `f`: each row is [BOS] + the next T-1 tokens of the text
@@ -65,12 +70,13 @@ double decoder_params(const Transformer& model) {
 }
 
 // FLOPs of one forward of `rows` windows of T tokens (see the header comment).
-double forward_flops(const Transformer& model, int64_t rows, int64_t T) {
+double forward_flops(const Transformer& model, int64_t rows, int64_t T, LogitsFor which) {
   const ModelConfig& c = model.config();
   const double P = decoder_params(model);
   const double t = double(T);
   const double attention = double(c.n_layers) * 2.0 * double(c.n_heads) * 2.0 * double(c.head_dim) * t * (t + 1) / 2;
-  return double(rows) * (2.0 * P * t + 2.0 * double(c.dim) * double(c.vocab_size) * t + attention);
+  const double logit_rows = which == LogitsFor::all_positions ? t : 1.0;
+  return double(rows) * (2.0 * P * t + 2.0 * double(c.dim) * double(c.vocab_size) * logit_rows + attention);
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -80,7 +86,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 // Runs `forwards` forwards of `rows` windows of T tokens; returns the seconds they took. With a
 // profiler, each forward is also timed as a region.
 double run_prefill(Transformer& model, const std::vector<int32_t>& text, int32_t bos, int64_t rows, int64_t T,
-                   int64_t forwards, bench::ProfilingBackend* prof = nullptr) {
+                   int64_t forwards, LogitsFor which, bench::ProfilingBackend* prof = nullptr) {
   double total = 0;
   for (int64_t f = 0; f < forwards; ++f) {
     const std::vector<int32_t> in = window_inputs(text, bos, rows, T, f);
@@ -88,11 +94,11 @@ double run_prefill(Transformer& model, const std::vector<int32_t>& text, int32_t
     if (prof) {
       bench::ScopedRegion r(*prof, "forward (whole)");
       KvCache cache = model.make_cache(rows, T);
-      Tensor logits = model.forward(in, rows, cache, LogitsFor::all_positions, MlaForm::expanded);
+      Tensor logits = model.forward(in, rows, cache, which, MlaForm::expanded);
       model.backend().to_host(logits);
     } else {
       KvCache cache = model.make_cache(rows, T);
-      Tensor logits = model.forward(in, rows, cache, LogitsFor::all_positions, MlaForm::expanded);
+      Tensor logits = model.forward(in, rows, cache, which, MlaForm::expanded);
       model.backend().to_host(logits);
     }
     total += seconds_since(t0);
@@ -116,6 +122,11 @@ bool parse(int argc, char** argv, Args& a) {
     else if (!std::strcmp(argv[i], "--batch") && (v = next())) a.batch = std::atoll(v);
     else if (!std::strcmp(argv[i], "--tokens") && (v = next())) a.tokens = std::atoll(v);
     else if (!std::strcmp(argv[i], "--naive-tokens") && (v = next())) a.naive_tokens = std::atoll(v);
+    else if (!std::strcmp(argv[i], "--logits") && (v = next())) {
+      if (!std::strcmp(v, "all")) a.logits = LogitsFor::all_positions;
+      else if (!std::strcmp(v, "last")) a.logits = LogitsFor::last_position;
+      else return false;
+    }
     else if (!std::strcmp(argv[i], "--threads") && (v = next())) {
       a.threads.clear();
       for (const char* p = v; *p;) {
@@ -139,7 +150,7 @@ int main(int argc, char** argv) {
   if (!parse(argc, argv, a)) {
     std::fprintf(stderr,
                  "usage: prefill [--model PATH] [--text FILE] [--window 512] [--batch 1] [--threads 1,2]\n"
-                 "               [--tokens 2048] [--naive-tokens 64] [--profile]\n");
+                 "               [--tokens 2048] [--naive-tokens 64] [--logits all|last] [--profile]\n");
     return 2;
   }
   const std::string root = LATTE_SOURCE_DIR;
@@ -172,36 +183,37 @@ int main(int argc, char** argv) {
                 (long long)c.n_layers, (long long)c.dim, (long long)c.vocab_size,
                 dtype_name(model.weights().layers[0].wq.dtype()), (long long)tokens.size(), a.text.c_str());
     std::printf("FLOPs counted per window of T tokens: 2*P*T decoder matrices (P = %.1fM), 2*D*V*T logits, "
-                "2*Hq*(Dk+Dv)*T(T+1)/2 per layer causal attention; norms/RoPE/SwiGLU/embedding not counted\n",
-                decoder_params(model) * 1e-6);
+                "2*Hq*(Dk+Dv)*T(T+1)/2 per layer causal attention; norms/RoPE/SwiGLU/embedding not counted; logits at %s\n",
+                decoder_params(model) * 1e-6, a.logits == LogitsFor::all_positions ? "every position" : "the last position only (x1, not xT)");
 
     // Baseline: the naive backend, one thread, one short window.
     set_threads(1);
     const int64_t Tn = std::min(a.naive_tokens, T);
     bench::NaiveBackend naive;
     Transformer naive_model(c, model.weights(), naive);
-    const double naive_s = run_prefill(naive_model, tokens, bos, 1, Tn, 1);
-    const double naive_rate = double(Tn) / naive_s, naive_gflops = forward_flops(model, 1, Tn) / naive_s * 1e-9;
+    const double naive_s = run_prefill(naive_model, tokens, bos, 1, Tn, 1, a.logits);
+    const double naive_rate = double(Tn) / naive_s, naive_gflops = forward_flops(model, 1, Tn, a.logits) / naive_s * 1e-9;
     std::printf("%-20s naive (1 thread, baseline) window %4lld x1   %9.1f tok/s %8.2f GFLOP/s\n", label.c_str(),
                 (long long)Tn, naive_rate, naive_gflops);
     std::printf("{\"bench\":\"prefill\",\"model\":\"%s\",\"backend\":\"naive\",\"threads\":1,\"window\":%lld,"
                 "\"batch\":1,\"tokens\":%lld,\"seconds\":%.3f,\"tokens_per_s\":%.2f,\"gflop_per_s\":%.3f}\n",
                 label.c_str(), (long long)Tn, (long long)Tn, naive_s, naive_rate, naive_gflops);
 
-    const double flops = double(forwards) * forward_flops(model, B, T);
+    const double flops = double(forwards) * forward_flops(model, B, T, a.logits);
     for (int threads : a.threads) {
       set_threads(threads);
-      run_prefill(model, tokens, bos, B, T, 1);  // warm-up (allocator, BLAS thread pool)
-      const double s = run_prefill(model, tokens, bos, B, T, forwards);
+      run_prefill(model, tokens, bos, B, T, 1, a.logits);  // warm-up (allocator, BLAS thread pool)
+      const double s = run_prefill(model, tokens, bos, B, T, forwards, a.logits);
       const double rate = double(forwards * B * T) / s, gflops = flops / s * 1e-9;
       std::printf("%-20s cpu   (%d thread%s)          window %4lld x%-3lld %9.1f tok/s %8.2f GFLOP/s  "
                   "x%.1f tok/s, x%.1f GFLOP/s vs naive\n",
                   label.c_str(), threads, threads > 1 ? "s" : " ", (long long)T, (long long)B, rate, gflops,
                   rate / naive_rate, gflops / naive_gflops);
-      std::printf("{\"bench\":\"prefill\",\"model\":\"%s\",\"backend\":\"cpu\",\"threads\":%d,\"window\":%lld,"
+      std::printf("{\"bench\":\"prefill\",\"model\":\"%s\",\"backend\":\"cpu\",\"logits\":\"%s\",\"threads\":%d,\"window\":%lld,"
                   "\"batch\":%lld,\"tokens\":%lld,\"seconds\":%.3f,\"tokens_per_s\":%.2f,\"gflop_per_s\":%.3f,"
                   "\"ratio_vs_naive\":%.2f,\"gflop_ratio_vs_naive\":%.2f}\n",
-                  label.c_str(), threads, (long long)T, (long long)B, (long long)(forwards * B * T), s, rate, gflops,
+                  label.c_str(), a.logits == LogitsFor::all_positions ? "all" : "last", threads, (long long)T,
+                  (long long)B, (long long)(forwards * B * T), s, rate, gflops,
                   rate / naive_rate, gflops / naive_gflops);
     }
 
@@ -212,7 +224,7 @@ int main(int argc, char** argv) {
       Transformer pm(c, model.weights(), prof);
       prof.reset();  // drop the weights' to_device calls
       const auto t0 = std::chrono::steady_clock::now();
-      run_prefill(pm, tokens, bos, B, T, forwards, &prof);
+      run_prefill(pm, tokens, bos, B, T, forwards, a.logits, &prof);
       const double wall = seconds_since(t0);
       std::printf("\nper-op profile: %s, %d thread%s, %lld forward%s of %lld x %lld tokens, %.2f s wall "
                   "(%.1f tok/s); formula FLOPs %.1f G, profiler-counted %.1f G\n",

@@ -129,6 +129,12 @@ void ProfilingBackend::linear_forward(Tensor& y, const Tensor& x, const Tensor& 
   timed("linear_forward", matmul_flops(rows_of(x), w.dim(0), x.dim(-1)),
         [&] { inner_.linear_forward(y, x, w, accumulate); });
 }
+void ProfilingBackend::linear_forward_group(std::span<Tensor* const> ys, const Tensor& x,
+                                            std::span<const Tensor* const> ws) {
+  double f = 0;
+  for (const Tensor* w : ws) f += matmul_flops(rows_of(x), w->dim(0), x.dim(-1));
+  timed("linear_forward_group", f, [&] { inner_.linear_forward_group(ys, x, ws); });
+}
 void ProfilingBackend::linear_backward(Tensor* dx, Tensor* dw, const Tensor& dy, const Tensor& x, const Tensor& w) {
   // Split into its two products (each is "+=" and independent of the other, so the result is the
   // same), so the table shows which one is slow.

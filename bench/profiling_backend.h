@@ -64,6 +64,7 @@ class ProfilingBackend final : public Backend {
   Tensor to_device(const Tensor& host) override;
   void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, bool accumulate) override;
   void linear_backward(Tensor* dx, Tensor* dw, const Tensor& dy, const Tensor& x, const Tensor& w) override;
+  void linear_forward_group(std::span<Tensor* const> ys, const Tensor& x, std::span<const Tensor* const> ws) override;
   void embedding_forward(Tensor& out, std::span<const int32_t> tokens, const Tensor& table) override;
   void embedding_backward(Tensor& dtable, std::span<const int32_t> tokens, const Tensor& dout) override;
   void embedding_slice_forward(Tensor& out, std::span<const int32_t> tokens, const Tensor& table,

@@ -73,6 +73,15 @@ class Backend {
   // dx[M,K] += dy[M,N] . w[N,K] (when dx), dw[N,K] += dy^T . x (when dw; dw is f32).
   virtual void linear_backward(Tensor* dx, Tensor* dw, const Tensor& dy, const Tensor& x,
                                const Tensor& w) = 0;
+  // ys[i] = x . ws[i]^T for several weights that read the same x (q/k/v, gate/up), with exactly
+  // the results of separate linear_forward calls. One call lets a backend run them as one
+  // parallel loop: a decode step (M = 1) is bound by streaming w, and a fork/join per small
+  // matrix costs a visible share of that.
+  virtual void linear_forward_group(std::span<Tensor* const> ys, const Tensor& x, std::span<const Tensor* const> ws) {
+    LATTE_REQUIRE(ys.size() == ws.size(), ErrorCode::invalid_argument, "linear_forward_group: ", ys.size(),
+                  " outputs for ", ws.size(), " weights");
+    for (size_t i = 0; i < ws.size(); ++i) linear_forward(*ys[i], x, *ws[i], false);
+  }
 
   // out[T,D] = table[tokens[t], :]; ids outside [0, V) throw invalid_argument naming the id.
   virtual void embedding_forward(Tensor& out, std::span<const int32_t> tokens, const Tensor& table) = 0;

@@ -18,9 +18,9 @@ void gqa_attention_infer(const AttentionContext& a, const Tensor& xn, int64_t B,
   Tensor k = be.empty({BT, Hkv, c.head_dim});
   Tensor v = be.empty({BT, Hkv, c.head_dim});
   Tensor q2 = q.reshape({BT, qd}), k2 = k.reshape({BT, kvd}), v2 = v.reshape({BT, kvd});
-  tp::column_parallel_forward(a.tp, q2, xn, a.w.wq);
-  tp::column_parallel_forward(a.tp, k2, xn, a.w.wk);
-  tp::column_parallel_forward(a.tp, v2, xn, a.w.wv);
+  Tensor* qkv[] = {&q2, &k2, &v2};
+  const Tensor* w_qkv[] = {&a.w.wq, &a.w.wk, &a.w.wv};
+  tp::column_parallel_forward_group(a.tp, qkv, xn, w_qkv);
   be.rope_forward(q, positions, a.q_rope);
   be.rope_forward(k, positions, a.k_rope);
   Tensor& kc = cache.k[size_t(a.layer)];

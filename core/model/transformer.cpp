@@ -79,8 +79,9 @@ Tensor Transformer::forward(std::span<const int32_t> tokens, int64_t batch, KvCa
     }
     tp::row_parallel_forward_accumulate(g, x, att.reshape({BT, tp_.heads * c.head_dim}), L.wo);  // x += wo . att
     be.rmsnorm_forward(xn, nullptr, x, L.ffn_norm, c.norm_eps);
-    tp::column_parallel_forward(g, gate, xn, L.w_gate);
-    tp::column_parallel_forward(g, up, xn, L.w_up);
+    Tensor* gate_up[] = {&gate, &up};
+    const Tensor* w_gate_up[] = {&L.w_gate, &L.w_up};
+    tp::column_parallel_forward_group(g, gate_up, xn, w_gate_up);
     be.swiglu_forward(h, gate, up);
     tp::row_parallel_forward_accumulate(g, x, h, L.w_down);
   }

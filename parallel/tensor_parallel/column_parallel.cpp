@@ -6,6 +6,11 @@ void column_parallel_forward(const TpGroup& g, Tensor& y, const Tensor& x, const
   g.be.linear_forward(y, x, w, false);
 }
 
+void column_parallel_forward_group(const TpGroup& g, std::span<Tensor* const> ys, const Tensor& x,
+                                   std::span<const Tensor* const> ws) {
+  g.be.linear_forward_group(ys, x, ws);
+}
+
 void column_parallel_backward(const TpGroup& g, Tensor* dx_partial, Tensor* dw, const Tensor& dy, const Tensor& x,
                               const Tensor& w) {
   g.be.linear_backward(dx_partial, dw, dy, x, w);

@@ -14,6 +14,10 @@ namespace latte::tensor_parallel {
 
 // y[M, N_local] = x[M, K] . w_local[N_local, K]^T
 void column_parallel_forward(const TpGroup& g, Tensor& y, const Tensor& x, const Tensor& w);
+// ys[i] = x . ws[i]^T for column-parallel weights that read the same x (q/k/v, gate/up): one
+// backend call, so a decode step runs them as one parallel loop.
+void column_parallel_forward_group(const TpGroup& g, std::span<Tensor* const> ys, const Tensor& x,
+                                   std::span<const Tensor* const> ws);
 // dx_partial[M, K] += dy . w_local (this rank's part of dL/dx), dw_local += dy^T . x; either may be null.
 void column_parallel_backward(const TpGroup& g, Tensor* dx_partial, Tensor* dw, const Tensor& dy, const Tensor& x,
                               const Tensor& w);

@@ -20,13 +20,17 @@
 // kChunk-row chunks and the chunks are added in index order: fixed, but not bit-equal to the
 // f32-weight result.
 //
-// M == 1 (decode) skips BLAS: y[n] is one cpu::dot per output (OpenMP over n; bf16 is widened
-// inside the dot, so w is read once at 2 bytes a weight), dx a column-blocked sum over n in
-// index order, dw a rank-1 update. f32 runs at cblas_sgemv's speed (both bound by reading w).
+// M == 1 (decode) skips BLAS: y[n] is one dot per output (OpenMP over n; bf16 is widened inside
+// the dot, so w is read once at 2 bytes a weight), dx a column-blocked sum over n in index order,
+// dw a rank-1 update. f32 runs at cblas_sgemv's speed (both bound by reading w).
+// linear_forward_group runs several such products that read one x (q/k/v, gate/up) as one loop.
 #include <cblas.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
+#include <span>
 #include <vector>
 
 #include "core/backend/cpu/cpu_backend.h"
@@ -112,15 +116,88 @@ void backward_dw_tiles(float* dw, const float* dy, const float* x, const LinearD
 
 constexpr int64_t kColumnBlock = 256;  // dx columns per task; acc[] lives on the stack
 
-// y[n] (= or +=) x . w[n, :]
-void gemv_forward(float* y, const float* x, const Tensor& w, const LinearDims& d, bool accumulate) {
-  const bool bf16 = w.dtype() == DType::bf16;
-  const float* wf = bf16 ? nullptr : w.f32();
-  const uint16_t* wh = bf16 ? w.u16() : nullptr;
-#pragma omp parallel for schedule(static) if (d.N * d.K >= cpu::kParallelMinWork)
-  for (int64_t n = 0; n < d.N; ++n) {
-    const float v = bf16 ? cpu::dot_bf16(x, wh + n * d.K, d.K) : cpu::dot(x, wf + n * d.K, d.K);
-    y[n] = accumulate ? y[n] + v : v;
+// bf16 rows for M == 1. Unpacking 16 bf16 weights against zero (vpunpck{l,h}wd puts each one in
+// the high half of a 32-bit lane, which is its f32 value) is one instruction per 8 weights where
+// a zero-extend and a shift are two, and decode is bound by how fast w streams through; but the
+// unpacks yield the weights in the order [0-3, 8-11] and [4-7, 12-15] of each 16 (within 128-bit
+// lanes), so x is permuted that way once per call. One row's sum order depends only on K.
+constexpr int64_t kUnpackGroup = 16;
+
+void permute_for_unpack(const float* x, float* xp, int64_t K) {
+  int64_t k = 0;
+  for (; k + kUnpackGroup <= K; k += kUnpackGroup)
+    for (int j = 0; j < 4; ++j) {
+      xp[k + j] = x[k + j], xp[k + 4 + j] = x[k + 8 + j];
+      xp[k + 8 + j] = x[k + 4 + j], xp[k + 12 + j] = x[k + 12 + j];
+    }
+  for (; k < K; ++k) xp[k] = x[k];
+}
+
+inline __m256 bf16_low_f32(__m256i v) {
+  return _mm256_castsi256_ps(_mm256_unpacklo_epi16(_mm256_setzero_si256(), v));
+}
+inline __m256 bf16_high_f32(__m256i v) {
+  return _mm256_castsi256_ps(_mm256_unpackhi_epi16(_mm256_setzero_si256(), v));
+}
+
+// x . w for a permuted x (permute_for_unpack) and a bf16 row w. Four accumulators over 32
+// weights a step, 16 more into the first two, the last K % 16 in index order, cpu::hsum8's tree.
+float dot_bf16_unpacked(const float* __restrict xp, const uint16_t* __restrict w, int64_t K) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k));
+    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k + 16));
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xp + k), bf16_low_f32(v), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xp + k + 8), bf16_high_f32(v), a1);
+    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(xp + k + 16), bf16_low_f32(u), a2);
+    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(xp + k + 24), bf16_high_f32(u), a3);
+  }
+  if (k + 16 <= K) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k));
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xp + k), bf16_low_f32(v), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xp + k + 8), bf16_high_f32(v), a1);
+    k += 16;
+  }
+  cpu::f32x8 sum;
+  const __m256 folded = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
+  std::memcpy(&sum, &folded, sizeof sum);
+  float s = cpu::hsum8(sum);
+  for (; k < K; ++k) s += xp[k] * bf16_to_f32(w[k]);
+  return s;
+}
+
+// One M == 1 product of a group: y (= or +=) x . w^T, N rows.
+struct GemvJob {
+  float* y;
+  const Tensor* w;
+  int64_t N;
+  bool accumulate;
+};
+
+// Every row of every job in one OpenMP loop: decode reads ~all weights once per token, and a
+// fork/join per small matrix (192 x 576 is ~10 us of streaming) costs a noticeable share of it.
+// Row n of a job is computed the same way whatever else is in the loop and whatever the thread
+// count, so a group gives exactly what separate calls give.
+void gemv_forward(std::span<const GemvJob> jobs, const float* x, int64_t K) {
+  bool any_bf16 = false;
+  int64_t rows = 0;
+  for (const GemvJob& j : jobs) any_bf16 |= j.w->dtype() == DType::bf16, rows += j.N;
+  float* xp = nullptr;
+  if (any_bf16) {
+    xp = cpu::widen_buffer(K);
+    permute_for_unpack(x, xp, K);
+  }
+  std::vector<int64_t> first_row(jobs.size() + 1, 0);  // prefix sums: job i owns [first_row[i], first_row[i+1])
+  for (size_t i = 0; i < jobs.size(); ++i) first_row[i + 1] = first_row[i] + jobs[i].N;
+#pragma omp parallel for schedule(static) if (rows * K >= cpu::kParallelMinWork)
+  for (int64_t r = 0; r < rows; ++r) {
+    const size_t i = size_t(std::upper_bound(first_row.begin(), first_row.end(), r) - first_row.begin()) - 1;
+    const GemvJob& j = jobs[i];
+    const int64_t n = r - first_row[i];
+    const float v = j.w->dtype() == DType::bf16 ? dot_bf16_unpacked(xp, j.w->u16() + n * K, K)
+                                                : cpu::dot(x, j.w->f32() + n * K, K);
+    j.y[n] = j.accumulate ? j.y[n] + v : v;
   }
 }
 
@@ -165,11 +242,37 @@ void CpuBackend::linear_forward(Tensor& y, const Tensor& x, const Tensor& w, boo
     return;
   }
   if (d.M == 1) {
-    gemv_forward(yp, x.f32(), w, d, accumulate);
+    const GemvJob job{yp, &w, d.N, accumulate};
+    gemv_forward(std::span(&job, 1), x.f32(), d.K);
     return;
   }
   cpu::blas_single_threaded();
   forward_tiles(yp, x.f32(), w, d, accumulate ? 1.0f : 0.0f);  // beta = 0: y is written, never read
+}
+
+void CpuBackend::linear_forward_group(std::span<Tensor* const> ys, const Tensor& x, std::span<const Tensor* const> ws) {
+  const char* op = "linear_forward_group";
+  LATTE_REQUIRE(ys.size() == ws.size(), ErrorCode::invalid_argument, op, ": ", ys.size(), " outputs for ", ws.size(),
+                " weights");
+  bool one_loop = x.ndim() == 2 && x.dim(0) == 1;
+  for (const Tensor* w : ws) one_loop = one_loop && !is_block_dtype(w->dtype());
+  if (!one_loop) {  // M > 1 is one GEMM per weight anyway; block dtypes have their own kernels
+    for (size_t i = 0; i < ws.size(); ++i) linear_forward(*ys[i], x, *ws[i], false);
+    return;
+  }
+  std::vector<GemvJob> jobs;
+  int64_t K = 0;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const LinearDims d = check_linear(x, *ws[i], op);
+    cpu::require_f32(*ys[i], {d.M, d.N}, op, "y");
+    K = d.K;
+    if (d.N > 0) jobs.push_back({ys[i]->f32(), ws[i], d.N, false});
+  }
+  if (K == 0) {
+    for (const GemvJob& j : jobs) std::fill(j.y, j.y + j.N, 0.0f);
+    return;
+  }
+  gemv_forward(jobs, x.f32(), K);
 }
 
 void CpuBackend::linear_backward(Tensor* dx, Tensor* dw, const Tensor& dy, const Tensor& x, const Tensor& w) {

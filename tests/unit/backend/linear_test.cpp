@@ -17,9 +17,10 @@ struct LinearCase {
 
 // Odd sizes. M = 1 takes the fixed-order gemv loops, M > 1 the tiled sgemm: M = 600 with
 // N = 530 makes a 2 x 2 grid of output tiles, K = 576 two dx/dw column tiles, and N = 1100 three
-// bf16 widening chunks along dx's reduction (512 + 512 + 76).
-const LinearCase kCases[] = {{1, 1, 1},     {3, 7, 5},     {7, 63, 17},    {63, 130, 33},
-                             {1, 576, 500}, {5, 576, 500}, {5, 130, 1100}, {600, 40, 530}};
+// bf16 widening chunks along dx's reduction (512 + 512 + 76). M = 1 with K = 50 and 45 walks the
+// bf16 row kernel's 32-, 16- and scalar steps (32 + 16 + 2, 32 + 13).
+const LinearCase kCases[] = {{1, 1, 1},     {3, 7, 5},     {7, 63, 17},    {63, 130, 33},  {1, 50, 9},
+                             {1, 45, 7},    {1, 576, 500}, {5, 576, 500}, {5, 130, 1100}, {600, 40, 530}};
 
 void check_linear(const LinearCase& c, DType w_dtype, uint64_t seed) {
   SCOPED_TRACE(testing::Message() << "M=" << c.M << " K=" << c.K << " N=" << c.N << " w " << dtype_name(w_dtype));
@@ -68,6 +69,36 @@ TEST(CpuLinear, F32MatchesReference) {
 TEST(CpuLinear, Bf16WeightsMatchReferenceOnRoundedValues) {
   uint64_t seed = 300;
   for (const LinearCase& c : kCases) check_linear(c, DType::bf16, seed++);
+}
+
+// linear_forward_group must give exactly what separate linear_forward calls give (it only changes
+// how the work is scheduled), for decode (one loop over all rows) and prefill (a GEMM each).
+TEST(CpuLinear, GroupEqualsSeparateCallsBitForBit) {
+  CpuBackend be;
+  Rng rng(11);
+  for (DType dt : {DType::f32, DType::bf16})
+    for (int64_t M : {1, 3}) {
+      SCOPED_TRACE(testing::Message() << "M=" << M << " w " << dtype_name(dt));
+      const int64_t K = 200;
+      Tensor x = random_f32(rng, {M, K});
+      const Tensor w0 = random_f32(rng, {96, K}).to(dt), w1 = random_f32(rng, {17, K}).to(dt),
+                   w2 = random_f32(rng, {40, K}).to(dt);
+      Tensor y0 = nan_f32({M, 96}), y1 = nan_f32({M, 17}), y2 = nan_f32({M, 40});
+      Tensor* ys[] = {&y0, &y1, &y2};
+      const Tensor* ws[] = {&w0, &w1, &w2};
+      be.linear_forward_group(ys, x, ws);
+      for (int i = 0; i < 3; ++i) {
+        Tensor alone = nan_f32(ys[i]->shape());
+        be.linear_forward(alone, x, *ws[i], false);
+        EXPECT_EQ(0, std::memcmp(alone.f32(), ys[i]->f32(), size_t(alone.numel()) * sizeof(float))) << "output " << i;
+      }
+    }
+  Tensor x = random_f32(rng, {1, 8}), w = random_f32(rng, {4, 8}), y = Tensor::zeros({1, 4}), bad = Tensor::zeros({1, 5});
+  Tensor* two[] = {&y, &y};
+  const Tensor* one[] = {&w};
+  EXPECT_THROW(be.linear_forward_group(two, x, one), Error);  // 2 outputs for 1 weight
+  Tensor* wrong[] = {&bad};
+  EXPECT_THROW(be.linear_forward_group(wrong, x, one), Error);  // y [1, 5] for w [4, 8]
 }
 
 TEST(CpuLinear, ZeroSizedDims) {
