@@ -336,3 +336,110 @@ void NaiveBackend::mla_absorbed_attention(Tensor& out, const Tensor& q_rope, con
 }
 
 }  // namespace latte::bench
+
+namespace latte::bench {
+
+namespace {
+// Element i of slot `slot` of a paged cache whose slots hold slot_elems elements, as f32 (bf16
+// widened, i8 times its slot's scale).
+float cache_at(const Tensor& c, const Tensor* scales, int64_t slot, int64_t slot_elems, int64_t i) {
+  const int64_t k = slot * slot_elems + i;
+  if (c.dtype() == DType::f32) return c.f32()[k];
+  if (c.dtype() == DType::bf16) return bf16_to_f32(c.u16()[k]);
+  return float(c.i8()[k]) * (scales ? scales->f32()[slot] : 1.0f);  // only an i8 latent cache gets here
+}
+
+// The slot of key position p of sequence s.
+int64_t paged_slot(const PagedBatch& b, int64_t s, int64_t p) {
+  return int64_t(b.block_table[size_t(s * b.max_blocks + p / b.block_size)]) * b.block_size + p % b.block_size;
+}
+}  // namespace
+
+void NaiveBackend::paged_cache_write(Tensor& cache, Tensor* scales, const Tensor& rows,
+                                     std::span<const int32_t> slots) {
+  const int64_t N = rows.dim(0), W = N > 0 ? rows.numel() / N : 0;
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t slot = slots[size_t(n)];
+    const float* x = rows.f32() + n * W;
+    if (cache.dtype() == DType::f32) {
+      for (int64_t i = 0; i < W; ++i) cache.f32()[slot * W + i] = x[i];
+    } else if (cache.dtype() == DType::bf16) {
+      for (int64_t i = 0; i < W; ++i) cache.u16()[slot * W + i] = f32_to_bf16(x[i]);
+    } else {
+      float amax = 0;
+      for (int64_t i = 0; i < W; ++i) amax = std::max(amax, std::fabs(x[i]));
+      const float scale = amax / 127.0f;
+      scales->f32()[slot] = scale;
+      for (int64_t i = 0; i < W; ++i)
+        cache.i8()[slot * W + i] = int8_t(scale > 0 ? std::clamp(std::nearbyint(x[i] / scale), -127.0f, 127.0f) : 0);
+    }
+  }
+}
+
+void NaiveBackend::paged_attention(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                   const PagedBatch& b, float scale) {
+  const int64_t Hq = q.dim(1), Dk = q.dim(2), Hkv = k_cache.dim(2), Dv = v_cache.dim(3), group = Hq / Hkv;
+  for (size_t s = 0; s < b.context_len.size(); ++s) {
+    const int64_t q0 = b.query_start[s], n = b.query_start[s + 1] - q0, ctx = b.context_len[s];
+    std::vector<float> p(static_cast<size_t>(ctx));
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t h = 0; h < Hq; ++h) {
+        const float* qr = q.f32() + ((q0 + i) * Hq + h) * Dk;
+        const int64_t last = ctx - n + i, hk = h / group;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j <= last; ++j) {
+          const int64_t slot = paged_slot(b, int64_t(s), j);
+          float dot = 0;
+          for (int64_t e = 0; e < Dk; ++e) dot += qr[e] * cache_at(k_cache, nullptr, slot, Hkv * Dk, hk * Dk + e);
+          p[size_t(j)] = dot * scale;
+          mx = std::max(mx, p[size_t(j)]);
+        }
+        float sum = 0;
+        for (int64_t j = 0; j <= last; ++j) sum += (p[size_t(j)] = std::exp(p[size_t(j)] - mx));
+        float* o = out.f32() + ((q0 + i) * Hq + h) * Dv;
+        for (int64_t e = 0; e < Dv; ++e) o[e] = 0;
+        for (int64_t j = 0; j <= last; ++j) {
+          const int64_t slot = paged_slot(b, int64_t(s), j);
+          for (int64_t e = 0; e < Dv; ++e)
+            o[e] += p[size_t(j)] / sum * cache_at(v_cache, nullptr, slot, Hkv * Dv, hk * Dv + e);
+        }
+      }
+  }
+}
+
+void NaiveBackend::paged_mla_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat,
+                                       const Tensor& k_rope_cache, const Tensor& latent_cache,
+                                       const Tensor* latent_scales, const PagedBatch& b, float scale) {
+  const int64_t Hq = q_lat.dim(1), L = q_lat.dim(2), R = q_rope.dim(2), Hkv = k_rope_cache.dim(2),
+                group = Hq / Hkv;
+  for (size_t s = 0; s < b.context_len.size(); ++s) {
+    const int64_t q0 = b.query_start[s], n = b.query_start[s + 1] - q0, ctx = b.context_len[s];
+    std::vector<float> p(static_cast<size_t>(ctx));
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t h = 0; h < Hq; ++h) {
+        const float* qr = q_rope.f32() + ((q0 + i) * Hq + h) * R;
+        const float* ql = q_lat.f32() + ((q0 + i) * Hq + h) * L;
+        const int64_t last = ctx - n + i, hk = h / group;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j <= last; ++j) {
+          const int64_t slot = paged_slot(b, int64_t(s), j);
+          float dot = 0;
+          for (int64_t e = 0; e < L; ++e) dot += ql[e] * cache_at(latent_cache, latent_scales, slot, L, e);
+          for (int64_t e = 0; e < R; ++e) dot += qr[e] * cache_at(k_rope_cache, nullptr, slot, Hkv * R, hk * R + e);
+          p[size_t(j)] = dot * scale;
+          mx = std::max(mx, p[size_t(j)]);
+        }
+        float sum = 0;
+        for (int64_t j = 0; j <= last; ++j) sum += (p[size_t(j)] = std::exp(p[size_t(j)] - mx));
+        float* o = out.f32() + ((q0 + i) * Hq + h) * L;
+        for (int64_t e = 0; e < L; ++e) o[e] = 0;
+        for (int64_t j = 0; j <= last; ++j) {
+          const int64_t slot = paged_slot(b, int64_t(s), j);
+          for (int64_t e = 0; e < L; ++e)
+            o[e] += p[size_t(j)] / sum * cache_at(latent_cache, latent_scales, slot, L, e);
+        }
+      }
+  }
+}
+
+}  // namespace latte::bench

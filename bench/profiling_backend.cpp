@@ -21,6 +21,16 @@ int64_t rows_of(const Tensor& x) { return x.numel() / std::max<int64_t>(x.dim(-1
 // Causal (query, key) pairs per batch row and head: query t of T sees keys 0..S-T+t.
 double causal_pairs(int64_t T, int64_t S) { return double(T) * double(S - T) + double(T) * double(T + 1) / 2.0; }
 
+// Causal pairs of a paged batch summed over its sequences (0 for a malformed batch: the inner
+// backend reports that).
+double paged_pairs(const PagedBatch& b) {
+  if (b.query_start.size() != b.context_len.size() + 1) return 0;
+  double pairs = 0;
+  for (size_t s = 0; s < b.context_len.size(); ++s)
+    pairs += causal_pairs(b.query_start[s + 1] - b.query_start[s], b.context_len[s]);
+  return pairs;
+}
+
 std::vector<std::pair<std::string, OpStats>> sorted_by_time(const std::map<std::string, OpStats>& m) {
   std::vector<std::pair<std::string, OpStats>> v(m.begin(), m.end());
   std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
@@ -191,6 +201,24 @@ void ProfilingBackend::mla_absorbed_attention(Tensor& out, const Tensor& q_rope,
   const double f = 2.0 * double(q_rope.dim(0)) * double(q_rope.dim(2)) * causal_pairs(q_rope.dim(1), latent.dim(1)) *
                    double(q_rope.dim(3) + 2 * q_lat.dim(3));
   timed("mla_absorbed_attention", f, [&] { inner_.mla_absorbed_attention(out, q_rope, q_lat, k_rope, latent, scale); });
+}
+
+void ProfilingBackend::paged_cache_write(Tensor& cache, Tensor* scales, const Tensor& rows,
+                                         std::span<const int32_t> slots) {
+  timed("paged_cache_write", 0, [&] { inner_.paged_cache_write(cache, scales, rows, slots); });
+}
+void ProfilingBackend::paged_attention(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                       const PagedBatch& b, float scale) {
+  const double f = 2.0 * double(q.dim(1)) * paged_pairs(b) * double(q.dim(2) + v_cache.dim(3));
+  timed("paged_attention", f, [&] { inner_.paged_attention(out, q, k_cache, v_cache, b, scale); });
+}
+void ProfilingBackend::paged_mla_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat,
+                                           const Tensor& k_rope_cache, const Tensor& latent_cache,
+                                           const Tensor* latent_scales, const PagedBatch& b, float scale) {
+  const double f = 2.0 * double(q_rope.dim(1)) * paged_pairs(b) * double(q_rope.dim(2) + 2 * q_lat.dim(2));
+  timed("paged_mla_attention", f, [&] {
+    inner_.paged_mla_attention(out, q_rope, q_lat, k_rope_cache, latent_cache, latent_scales, b, scale);
+  });
 }
 
 void ProfilingBackend::swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) {

@@ -10,8 +10,8 @@
 //
 // Counted FLOPs (multiply-add = 2): linear 2*M*N*K per product (backward split into dx and dw, each
 // its own row); attention 2*B*Hq*pairs*(Dk+Dv) forward, pairs = the causal (query, key) pairs;
-// 2*B*Hq*pairs*(3*Dk+2*Dv) backward; absorbed MLA 2*B*Hq*pairs*(R+2*L). Other ops are memory-bound
-// and get no GFLOP/s.
+// 2*B*Hq*pairs*(3*Dk+2*Dv) backward; absorbed MLA 2*B*Hq*pairs*(R+2*L); the paged forms the same
+// with pairs summed over the batch's sequences. Other ops are memory-bound and get no GFLOP/s.
 //
 // Wall time is taken around each call on the calling thread. Right for the CPU backend (ops are
 // synchronous); for an asynchronous device backend it measures launch time, not kernel time.
@@ -83,6 +83,12 @@ class ProfilingBackend final : public Backend {
                           float scale) override;
   void mla_absorbed_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat, const Tensor& k_rope,
                               const Tensor& latent, float scale) override;
+  void paged_cache_write(Tensor& cache, Tensor* scales, const Tensor& rows, std::span<const int32_t> slots) override;
+  void paged_attention(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const PagedBatch& b,
+                       float scale) override;
+  void paged_mla_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat, const Tensor& k_rope_cache,
+                           const Tensor& latent_cache, const Tensor* latent_scales, const PagedBatch& b,
+                           float scale) override;
   void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) override;
   void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate, const Tensor& up) override;
   void cross_entropy_forward(Tensor& losses, const Tensor& logits, std::span<const int32_t> targets) override;

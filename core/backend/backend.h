@@ -35,6 +35,21 @@ struct RopeParams {
   int64_t freq_dim = 0;  // the head width the frequencies were defined for; 0: head_dim
 };
 
+// A ragged batch over a paged cache: sequence s has n_s = query_start[s+1] - query_start[s] query
+// rows (rows query_start[s] .. of q/out), and its keys live in blocks block_table[s*max_blocks + j]
+// (key position p is in block block_table[s*max_blocks + p / block_size], row p % block_size).
+// context_len[s] keys exist (positions 0..context_len[s]-1) including this step's; query i of
+// sequence s sits at position context_len[s] - n_s + i and sees keys 0..that position (causal).
+// Only the table entries of blocks holding positions < context_len[s] are read (the rest may be
+// padding, e.g. -1); the same block may appear in several sequences (a shared prefix).
+struct PagedBatch {
+  std::span<const int32_t> query_start;  // [S+1], query_start[0] = 0, non-decreasing
+  std::span<const int32_t> context_len;  // [S]
+  std::span<const int32_t> block_table;  // [S * max_blocks]
+  int64_t max_blocks = 0;
+  int64_t block_size = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -118,6 +133,31 @@ class Backend {
   // q_lat . latent[s]) and the causal rule of attention_forward (query t sees keys 0..S-T+t).
   virtual void mla_absorbed_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat, const Tensor& k_rope,
                                       const Tensor& latent, float scale) = 0;
+
+  // ---- paged KV cache (the serving engine's cache: fixed-size blocks handed out per sequence) ----
+  // A cache is [num_blocks, block_size, W...] (W: [Hkv, D] for keys/values, [L] for latents), slot
+  // = block * block_size + offset. Caches are contiguous; every index is checked (invalid_argument
+  // naming the sequence and the value) and so are shapes and dtypes (shape_mismatch).
+  //
+  // cache[slots[n]] = rows[n] for rows [N, W...] f32. The cache is f32, bf16 (round to nearest
+  // even) or i8, which needs scales [num_blocks, block_size] f32 (and only i8 takes them): each
+  // row is quantized symmetrically, scale = max|x| / 127 (0 for a zero row), q = round(x / scale)
+  // clamped to [-127, 127], so |x - q * scale| <= scale / 2. A slot outside [0, num_blocks *
+  // block_size) or written twice in one call throws invalid_argument naming it.
+  virtual void paged_cache_write(Tensor& cache, Tensor* scales, const Tensor& rows,
+                                 std::span<const int32_t> slots) = 0;
+  // attention_forward over a paged cache: q[N, Hq, Dk], k_cache [num_blocks, block_size, Hkv, Dk],
+  // v_cache [num_blocks, block_size, Hkv, Dv] (each f32 or bf16) -> out[N, Hq, Dv] ("="); query
+  // head h reads KV head h / (Hq/Hkv), the causal rule is the PagedBatch's.
+  virtual void paged_attention(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                               const PagedBatch& b, float scale) = 0;
+  // mla_absorbed_attention over a paged cache: q_rope[N, Hq, R], q_lat[N, Hq, L], k_rope_cache
+  // [num_blocks, block_size, Hkv, R] (f32 or bf16), latent_cache [num_blocks, block_size, L] (f32,
+  // bf16, or i8 with latent_scales [num_blocks, block_size]; latent_scales only for i8) ->
+  // out[N, Hq, L] ("="), the attention-weighted sum of the (dequantized) latents.
+  virtual void paged_mla_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat,
+                                   const Tensor& k_rope_cache, const Tensor& latent_cache,
+                                   const Tensor* latent_scales, const PagedBatch& b, float scale) = 0;
 
   // Vocabulary-parallel embedding: this rank's table holds rows [vocab_begin, vocab_begin + V) of
   // the whole vocabulary. out[t] = table[tokens[t] - vocab_begin] when the id falls in the slice,

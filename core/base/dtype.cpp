@@ -15,6 +15,7 @@ const char* dtype_name(DType t) {
     case DType::q8_0: return "q8_0";
     case DType::q4_0: return "q4_0";
     case DType::q4_1: return "q4_1";
+    case DType::i8: return "i8";
   }
   return "?";
 }
@@ -31,7 +32,8 @@ DType dtype_from_name(const std::string& name) {
   if (name == "q8_0") return DType::q8_0;
   if (name == "q4_0") return DType::q4_0;
   if (name == "q4_1") return DType::q4_1;
-  fail(ErrorCode::invalid_argument, "unknown dtype '", name, "' (expected f32, bf16, f16, q8_0, q4_0 or q4_1)");
+  if (name == "i8" || name == "int8") return DType::i8;
+  fail(ErrorCode::invalid_argument, "unknown dtype '", name, "' (expected f32, bf16, f16, q8_0, q4_0, q4_1 or i8)");
 }
 
 // IEEE half <-> single, handling subnormals, Inf and NaN (no hardware F16C dependency).

@@ -9,6 +9,11 @@
 // where qs[j] & 15 is element j and qs[j] >> 4 element j + 16. Blocks are packed (f16 fields are
 // not 2-byte aligned in general). A block tensor's shape is the logical one; its last dim must be
 // a multiple of 32, and dtype_size() (bytes per element) does not apply: use dtype_bytes().
+//
+// i8 is a plain signed byte per element: the codes of a quantized KV cache, whose scales live in
+// a separate f32 tensor the kernels take alongside (Backend::paged_cache_write). A tensor alone
+// cannot dequantize them, so conversions treat an i8 element as its integer value: widening is
+// exact, narrowing rounds to nearest (ties to even) and saturates to [-128, 127], NaN becomes 0.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -16,7 +21,7 @@
 
 namespace latte {
 
-enum class DType : uint8_t { f32, bf16, f16, q8_0, q4_0, q4_1 };
+enum class DType : uint8_t { f32, bf16, f16, q8_0, q4_0, q4_1, i8 };
 
 constexpr int64_t kQuantBlock = 32;  // elements per block of q8_0, q4_0, q4_1
 
@@ -30,6 +35,7 @@ inline size_t dtype_block_bytes(DType t) {
     case DType::q8_0: return 34;
     case DType::q4_0: return 18;
     case DType::q4_1: return 20;
+    case DType::i8: return 1;
   }
   return 0;
 }
@@ -40,12 +46,12 @@ inline size_t dtype_bytes(DType t, int64_t n) {
 }
 
 [[noreturn]] void dtype_size_of_block_dtype(DType t);  // throws unsupported naming t
-// Bytes per element of an element dtype (f32: 4, bf16/f16: 2); throws for block dtypes.
+// Bytes per element of an element dtype (f32: 4, bf16/f16: 2, i8: 1); throws for block dtypes.
 inline size_t dtype_size(DType t) {
   if (is_block_dtype(t)) dtype_size_of_block_dtype(t);
-  return t == DType::f32 ? 4 : 2;
+  return dtype_block_bytes(t);
 }
-const char* dtype_name(DType t);          // "f32", "bf16", "f16", "q8_0", "q4_0", "q4_1"
+const char* dtype_name(DType t);          // "f32", "bf16", "f16", "q8_0", "q4_0", "q4_1", "i8"
 DType dtype_from_name(const std::string& name);  // throws invalid_argument for unknown names
 
 // Block codecs, n a multiple of 32. dequantize_blocks is exact in f32 (ggml's dequantize_row_*);

@@ -23,6 +23,7 @@ const char* safetensors_dtype(DType t) {
     case DType::q8_0:
     case DType::q4_0:
     case DType::q4_1: break;  // GGML block formats have no safetensors dtype: callers widen first
+    case DType::i8: break;    // cache codes without their scales: not a checkpoint dtype
   }
   fail(ErrorCode::unsupported, "safetensors cannot store ", dtype_name(t), " tensors (widen them first)");
 }
@@ -34,7 +35,8 @@ const char* torch_dtype(DType t) {
     case DType::f16: return "float16";
     case DType::q8_0:
     case DType::q4_0:
-    case DType::q4_1: break;
+    case DType::q4_1:
+    case DType::i8: break;
   }
   fail(ErrorCode::unsupported, "safetensors cannot store ", dtype_name(t), " tensors (widen them first)");
 }

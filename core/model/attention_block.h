@@ -8,6 +8,7 @@
 
 #include "core/model/activations.h"
 #include "core/model/kv_cache.h"
+#include "core/model/paged_kv_cache.h"
 #include "core/model/model_weights.h"
 #include "parallel/tensor_parallel/tp_group.h"
 
@@ -30,6 +31,14 @@ void gqa_attention_infer(const AttentionContext& a, const Tensor& xn, int64_t B,
                          std::span<const int32_t> positions, Tensor& att);
 void mla_attention_infer(const AttentionContext& a, const Tensor& xn, int64_t B, int64_t T, KvCache& cache,
                          std::span<const int32_t> positions, Tensor& att, MlaForm form);
+
+// Serving: xn [N, D] holds every token of the step (PagedStep); each token's K/V (MLA: latent
+// and RoPE keys) goes to its slot, then it attends over its sequence's blocks. att [N, Hq, hd].
+// MLA attends in the absorbed form for every token, prefill chunks included.
+void gqa_attention_paged(const AttentionContext& a, const Tensor& xn, const PagedStep& step, PagedKvCache& cache,
+                         Tensor& att);
+void mla_attention_paged(const AttentionContext& a, const Tensor& xn, const PagedStep& step, PagedKvCache& cache,
+                         Tensor& att);
 
 // Training: fills A.q, A.k, A.v (and A.latent for MLA), A.attn_out and A.lse from A.xn_attn.
 void gqa_attention_train(const AttentionContext& a, Activations::Layer& A, int64_t B, int64_t T,

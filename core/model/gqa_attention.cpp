@@ -31,6 +31,28 @@ void gqa_attention_infer(const AttentionContext& a, const Tensor& xn, int64_t B,
                        a.scale);
 }
 
+void gqa_attention_paged(const AttentionContext& a, const Tensor& xn, const PagedStep& step, PagedKvCache& cache,
+                         Tensor& att) {
+  const ModelConfig& c = a.c;
+  Backend& be = a.be();
+  const int64_t Hq = a.n_heads, Hkv = a.n_kv_heads, N = xn.dim(0);
+  Tensor q = be.empty({N, Hq, c.head_dim});
+  Tensor k = be.empty({N, Hkv, c.head_dim});
+  Tensor v = be.empty({N, Hkv, c.head_dim});
+  Tensor q2 = q.reshape({N, Hq * c.head_dim}), k2 = k.reshape({N, Hkv * c.head_dim}),
+         v2 = v.reshape({N, Hkv * c.head_dim});
+  Tensor* qkv[] = {&q2, &k2, &v2};
+  const Tensor* w_qkv[] = {&a.w.wq, &a.w.wk, &a.w.wv};
+  tp::column_parallel_forward_group(a.tp, qkv, xn, w_qkv);
+  be.rope_forward(q, step.positions, a.q_rope);
+  be.rope_forward(k, step.positions, a.k_rope);
+  Tensor& kc = cache.k[size_t(a.layer)];
+  Tensor& vc = cache.v[size_t(a.layer)];
+  be.paged_cache_write(kc, nullptr, k, step.slots);
+  be.paged_cache_write(vc, nullptr, v, step.slots);
+  be.paged_attention(att, q, kc, vc, step.batch, a.scale);
+}
+
 void gqa_attention_train(const AttentionContext& a, Activations::Layer& A, int64_t B, int64_t T,
                          std::span<const int32_t> positions) {
   const ModelConfig& c = a.c;

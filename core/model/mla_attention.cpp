@@ -100,42 +100,60 @@ void expand_kv(const AttentionContext& a, const Tensor& latent, const Tensor& k_
   tp::column_parallel_forward(a.tp, v2, latent, a.w.w_uv);
 }
 
-void absorbed_attention(const AttentionContext& a, const Tensor& q, int64_t B, int64_t T, KvCache& cache, int64_t S,
-                        const MlaDims& d, Tensor& att) {
+// The absorbed form's two ends, for N tokens. The query heads of KV group j are heads
+// [jG, (j+1)G): views [N, G, width] of them are regrouped into [N*G, width] matrices so each
+// group's W_uk / W_uv slice applies in one GEMM.
+Tensor group_heads(const Tensor& t, int64_t j, int64_t G) { return t.narrow(1, j * G, (j + 1) * G); }
+
+// q [N, Hq, hd] -> q_rope [N, Hq, R] as is, q_lat [N, Hq, L] = W_uk_j^T q_nope per KV group j.
+void fold_queries(const AttentionContext& a, const Tensor& q, int64_t N, const MlaDims& d, Tensor& q_rope,
+                  Tensor& q_lat) {
   Backend& be = a.be();
-  const int64_t N = B * T, G = d.group;
-  // The query heads of KV group j are heads [jG, (j+1)G): views [N, G, width] of them are regrouped
-  // into [N*G, width] matrices so each group's W_uk / W_uv slice applies in one GEMM.
-  auto group_heads = [&](const Tensor& t, int64_t j) { return t.narrow(1, j * G, (j + 1) * G); };
-  // Split the queries: q_rope [B,T,Hq,R] as is; q_lat [B,T,Hq,L] = W_uk_j^T q_nope per KV group j.
-  Tensor q_rope = be.empty({B, T, d.Hq, d.R});
-  Tensor q_lat = be.zeros({B, T, d.Hq, d.L});
+  const int64_t G = d.group;
+  q_rope = be.empty({N, d.Hq, d.R});
+  q_lat = be.zeros({N, d.Hq, d.L});
+  if (d.R > 0) be.copy(q_rope, q.narrow(2, 0, d.R));
+  if (d.dc == 0) return;
   Tensor nope_j = be.empty({N * G, d.dc});
   Tensor lat_j = be.empty({N * G, d.L});
-  Tensor q_rope3 = q_rope.reshape({N, d.Hq, d.R}), q_lat3 = q_lat.reshape({N, d.Hq, d.L});
   Tensor nope_j3 = nope_j.reshape({N, G, d.dc}), lat_j3 = lat_j.reshape({N, G, d.L});
-  if (d.R > 0) be.copy(q_rope3, q.narrow(2, 0, d.R));
-  for (int64_t j = 0; j < d.Hkv && d.dc > 0; ++j) {
-    be.copy(nope_j3, group_heads(q, j).narrow(2, d.R, d.hd));
+  for (int64_t j = 0; j < d.Hkv; ++j) {
+    be.copy(nope_j3, group_heads(q, j, G).narrow(2, d.R, d.hd));
     be.fill(lat_j, 0.0f);
     matmul_accumulate(be, lat_j, nope_j, a.w.w_uk.slice(j * d.dc, (j + 1) * d.dc));
-    Tensor dst = group_heads(q_lat3, j);
+    Tensor dst = group_heads(q_lat, j, G);
     be.copy(dst, lat_j3);
   }
-  Tensor o_lat = be.empty({B, T, d.Hq, d.L});
-  be.mla_absorbed_attention(o_lat, q_rope, q_lat, cache.k_rope[size_t(a.layer)].narrow(1, 0, S),
-                            cache.latent[size_t(a.layer)].narrow(1, 0, S), a.scale);
-  // att head h = W_uv_j . o_lat_h, per KV group j.
-  const Tensor o_lat3 = o_lat.reshape({N, d.Hq, d.L});
+}
+
+// att head h [N, Hq, hd] = W_uv_j . o_lat_h [N, Hq, L], per KV group j.
+void unfold_output(const AttentionContext& a, const Tensor& o_lat, int64_t N, const MlaDims& d, Tensor& att) {
+  Backend& be = a.be();
+  const int64_t G = d.group;
+  Tensor lat_j = be.empty({N * G, d.L});
+  Tensor lat_j3 = lat_j.reshape({N, G, d.L});
   Tensor att3 = att.reshape({N, d.Hq, d.hd});
   Tensor out_j = be.empty({N * G, d.hd});
   const Tensor out_j3 = out_j.reshape({N, G, d.hd});
   for (int64_t j = 0; j < d.Hkv; ++j) {
-    be.copy(lat_j3, group_heads(o_lat3, j));
+    be.copy(lat_j3, group_heads(o_lat, j, G));
     tp::column_parallel_forward(a.tp, out_j, lat_j, a.w.w_uv.slice(j * d.hd, (j + 1) * d.hd));
-    Tensor dst = group_heads(att3, j);
+    Tensor dst = group_heads(att3, j, G);
     be.copy(dst, out_j3);
   }
+}
+
+void absorbed_attention(const AttentionContext& a, const Tensor& q, int64_t B, int64_t T, KvCache& cache, int64_t S,
+                        const MlaDims& d, Tensor& att) {
+  Backend& be = a.be();
+  const int64_t N = B * T;
+  Tensor q_rope, q_lat;
+  fold_queries(a, q.reshape({N, d.Hq, d.hd}), N, d, q_rope, q_lat);
+  Tensor o_lat = be.empty({B, T, d.Hq, d.L});
+  be.mla_absorbed_attention(o_lat, q_rope.reshape({B, T, d.Hq, d.R}), q_lat.reshape({B, T, d.Hq, d.L}),
+                            cache.k_rope[size_t(a.layer)].narrow(1, 0, S), cache.latent[size_t(a.layer)].narrow(1, 0, S),
+                            a.scale);
+  unfold_output(a, o_lat.reshape({N, d.Hq, d.L}), N, d, att);
 }
 
 }  // namespace
@@ -163,6 +181,25 @@ void mla_attention_infer(const AttentionContext& a, const Tensor& xn, int64_t B,
   expand_kv(a, lat_all, kr_all, d, k, v);
   be.attention_forward(att, nullptr, q.reshape({B, T, d.Hq, d.hd}), k.reshape({B, S, d.Hkv, d.hd}),
                        v.reshape({B, S, d.Hkv, d.hd}), a.scale);
+}
+
+void mla_attention_paged(const AttentionContext& a, const Tensor& xn, const PagedStep& step, PagedKvCache& cache,
+                         Tensor& att) {
+  Backend& be = a.be();
+  const MlaDims d(a);
+  const int64_t N = xn.dim(0);
+  const size_t l = size_t(a.layer);
+  Tensor latent, k_rope;
+  project_kv(a, xn, step.positions, d, latent, k_rope);
+  Tensor* scales = cache.latent_scale.empty() ? nullptr : &cache.latent_scale[l];
+  be.paged_cache_write(cache.latent[l], scales, latent, step.slots);
+  be.paged_cache_write(cache.k_rope[l], nullptr, k_rope, step.slots);
+  const Tensor q = project_q(a, xn, step.positions, d);
+  Tensor q_rope, q_lat;
+  fold_queries(a, q, N, d, q_rope, q_lat);
+  Tensor o_lat = be.empty({N, d.Hq, d.L});
+  be.paged_mla_attention(o_lat, q_rope, q_lat, cache.k_rope[l], cache.latent[l], scales, step.batch, a.scale);
+  unfold_output(a, o_lat, N, d, att);
 }
 
 void mla_attention_train(const AttentionContext& a, Activations::Layer& A, int64_t B, int64_t T,

@@ -100,6 +100,65 @@ Tensor Transformer::forward(std::span<const int32_t> tokens, int64_t batch, KvCa
   return tp::gather_output(g, logits);
 }
 
+Tensor Transformer::forward_paged(const PagedStep& step, PagedKvCache& cache) {
+  const ModelConfig& c = config_;
+  Backend& be = *backend_;
+  const tp::TpGroup g = group();
+  const int64_t N = int64_t(step.tokens.size());
+  const auto& qs = step.batch.query_start;
+  LATTE_REQUIRE(N > 0 && step.positions.size() == step.tokens.size() && step.slots.size() == step.tokens.size(),
+                ErrorCode::invalid_argument, "forward_paged: ", step.tokens.size(), " tokens, ",
+                step.positions.size(), " positions and ", step.slots.size(), " slots (need one of each per token)");
+  LATTE_REQUIRE(!qs.empty() && qs.back() == N, ErrorCode::invalid_argument, "forward_paged: query_start ends at ",
+                qs.empty() ? -1 : qs.back(), ", the step has ", N, " tokens");
+  LATTE_REQUIRE(int64_t(c.is_mla() ? cache.latent.size() : cache.k.size()) == c.n_layers &&
+                    step.batch.block_size == cache.block_size,
+                ErrorCode::invalid_argument, "forward_paged: the paged cache was made for another model or block size");
+  for (size_t i = 0; i < step.positions.size(); ++i)
+    LATTE_REQUIRE(step.positions[i] >= 0 && step.positions[i] < c.max_seq_len, ErrorCode::invalid_argument,
+                  "forward_paged: position ", step.positions[i], " of token ", i, " is outside the context of ",
+                  c.max_seq_len, " tokens");
+  for (int32_t r : step.logit_rows)
+    LATTE_REQUIRE(r >= 0 && r < N, ErrorCode::invalid_argument, "forward_paged: logit row ", r, " of ", N);
+
+  Tensor x = be.empty({N, c.dim});
+  tp::vocab_parallel_embedding_forward(g, x, step.tokens, weights_.tok_embeddings, tp_.vocab0, c.vocab_size);
+  Tensor xn = be.empty({N, c.dim});
+  Tensor att = be.empty({N, tp_.heads, c.head_dim});
+  Tensor gate = be.empty({N, tp_.hidden}), up = be.empty({N, tp_.hidden});
+  Tensor h = be.empty({N, tp_.hidden});
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = weights_.layers[size_t(l)];
+    be.rmsnorm_forward(xn, nullptr, x, L.attn_norm, c.norm_eps);
+    const detail::AttentionContext a = context(*this, g, L, l);
+    if (c.is_mla()) {
+      detail::mla_attention_paged(a, xn, step, cache, att);
+    } else {
+      detail::gqa_attention_paged(a, xn, step, cache, att);
+    }
+    tp::row_parallel_forward_accumulate(g, x, att.reshape({N, tp_.heads * c.head_dim}), L.wo);
+    be.rmsnorm_forward(xn, nullptr, x, L.ffn_norm, c.norm_eps);
+    Tensor* gate_up[] = {&gate, &up};
+    const Tensor* w_gate_up[] = {&L.w_gate, &L.w_up};
+    tp::column_parallel_forward_group(g, gate_up, xn, w_gate_up);
+    be.swiglu_forward(h, gate, up);
+    tp::row_parallel_forward_accumulate(g, x, h, L.w_down);
+  }
+
+  const int64_t R = int64_t(step.logit_rows.size());
+  Tensor logits = be.empty({R, tp_.vocab});
+  if (R == 0) return tp::gather_output(g, logits);
+  Tensor rows = be.empty({R, c.dim});
+  for (int64_t i = 0; i < R; ++i) {
+    Tensor dst = rows.slice(i, i + 1);
+    be.copy(dst, x.slice(step.logit_rows[size_t(i)], step.logit_rows[size_t(i)] + 1));
+  }
+  Tensor rows_n = be.empty({R, c.dim});
+  be.rmsnorm_forward(rows_n, nullptr, rows, weights_.norm, c.norm_eps);
+  tp::column_parallel_forward(g, logits, rows_n, weights_.lm_head);
+  return tp::gather_output(g, logits);
+}
+
 Tensor Transformer::layer_forward_train(int64_t l, const Tensor& x, int64_t batch, int64_t T,
                                         std::span<const int32_t> positions, Activations::Layer& A) {
   const ModelConfig& c = config_;

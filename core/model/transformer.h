@@ -27,6 +27,7 @@
 #include "core/model/kv_cache.h"
 #include "core/model/model_tensors.h"
 #include "core/model/model_weights.h"
+#include "core/model/paged_kv_cache.h"
 #include "core/model/rope_tables.h"
 #include "parallel/tensor_parallel/tp_group.h"
 
@@ -50,6 +51,12 @@ class Transformer {
   // backend's memory (Backend::to_host to read them).
   Tensor forward(std::span<const int32_t> tokens, int64_t batch, KvCache& cache, LogitsFor which,
                  MlaForm form = MlaForm::automatic);
+
+  // Serving: one step over a ragged batch of sequences (PagedStep, paged_kv_cache.h): every
+  // token's K/V goes to its slot of the paged cache, every token attends over its sequence's
+  // blocks, and the logits of step.logit_rows come back, [logit_rows, V] (the whole vocabulary on
+  // every TP rank), in the backend's memory. MLA attends in the absorbed form.
+  Tensor forward_paged(const PagedStep& step, PagedKvCache& cache);
 
   // Training forward: tokens and targets [B*T] from position 0; returns the mean cross-entropy
   // over targets >= 0 and keeps what backward needs in acts.

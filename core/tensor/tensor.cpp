@@ -1,5 +1,7 @@
 #include "core/tensor/tensor.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -123,6 +125,15 @@ const uint16_t* Tensor::u16() const {
   return static_cast<const uint16_t*>(raw());
 }
 
+int8_t* Tensor::i8() {
+  expect_dtype(DType::i8, "tensor");
+  return static_cast<int8_t*>(raw());
+}
+const int8_t* Tensor::i8() const {
+  expect_dtype(DType::i8, "tensor");
+  return static_cast<const int8_t*>(raw());
+}
+
 Tensor Tensor::reshape(const Shape& shape) const {
   LATTE_REQUIRE(is_contiguous(), ErrorCode::invalid_argument, "reshape of a non-contiguous tensor");
   Shape s = shape;
@@ -197,12 +208,20 @@ Tensor Tensor::to(DType dtype) const {
 }
 
 namespace {
+// An i8 element is its integer value (dtype.h): nearest, ties to even, saturated; NaN -> 0.
+int8_t f32_to_i8(float v) {
+  if (!(v == v)) return 0;
+  const float r = std::nearbyint(std::clamp(v, -128.0f, 127.0f));
+  return int8_t(r);
+}
+
 // Element dtypes only (copy_from routes block dtypes through whole-tensor codecs first).
 float load_as_f32(const void* base, DType t, int64_t i) {
   switch (t) {
     case DType::f32: return static_cast<const float*>(base)[i];
     case DType::bf16: return bf16_to_f32(static_cast<const uint16_t*>(base)[i]);
     case DType::f16: return f16_to_f32(static_cast<const uint16_t*>(base)[i]);
+    case DType::i8: return float(static_cast<const int8_t*>(base)[i]);
     default: break;
   }
   fail(ErrorCode::internal, "load_as_f32 on a ", dtype_name(t), " tensor");
@@ -212,6 +231,7 @@ void store_from_f32(void* base, DType t, int64_t i, float v) {
     case DType::f32: static_cast<float*>(base)[i] = v; return;
     case DType::bf16: static_cast<uint16_t*>(base)[i] = f32_to_bf16(v); return;
     case DType::f16: static_cast<uint16_t*>(base)[i] = f32_to_f16(v); return;
+    case DType::i8: static_cast<int8_t*>(base)[i] = f32_to_i8(v); return;
     default: break;
   }
   fail(ErrorCode::internal, "store_from_f32 on a ", dtype_name(t), " tensor");

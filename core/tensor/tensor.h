@@ -71,6 +71,8 @@ class Tensor {
   const float* f32() const;
   uint16_t* u16();  // bf16 or f16 bits
   const uint16_t* u16() const;
+  int8_t* i8();  // i8 codes (see dtype.h)
+  const int8_t* i8() const;
 
   // Views sharing storage.
   Tensor reshape(const Shape& shape) const;      // contiguous only; one -1 allowed

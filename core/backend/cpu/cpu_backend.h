@@ -1,6 +1,7 @@
 // The CPU backend: OpenBLAS for GEMMs, OpenMP over rows/heads elsewhere. One file per op family
 // (memory.cpp, linear.cpp, embedding.cpp, rmsnorm.cpp, rope.cpp, attention.cpp, mla_attention.cpp,
-// swiglu.cpp, cross_entropy.cpp, elementwise.cpp), each with forward and backward side by side.
+// paged_attention.cpp, swiglu.cpp, cross_entropy.cpp, elementwise.cpp), each with forward and
+// backward side by side.
 #pragma once
 #include "core/backend/backend.h"
 
@@ -38,6 +39,12 @@ class CpuBackend final : public Backend {
                           float scale) override;
   void mla_absorbed_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat, const Tensor& k_rope,
                               const Tensor& latent, float scale) override;
+  void paged_cache_write(Tensor& cache, Tensor* scales, const Tensor& rows, std::span<const int32_t> slots) override;
+  void paged_attention(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const PagedBatch& b,
+                       float scale) override;
+  void paged_mla_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat, const Tensor& k_rope_cache,
+                           const Tensor& latent_cache, const Tensor* latent_scales, const PagedBatch& b,
+                           float scale) override;
   void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) override;
   void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate,
                        const Tensor& up) override;

@@ -31,8 +31,19 @@ inline int64_t tile_edge(int64_t n, int64_t max_edge, int64_t unit = 16) {
 // edge, down to kMinEdge), so that 2 or 4 threads get equal shares: a 512 x 1536 output in 3
 // tiles leaves one of 2 threads idle a third of the time. Column edges are multiples of c_unit
 // (32 where a column tile must hold whole quantized blocks).
-template <typename F>
-void for_each_tile(int64_t R, int64_t C, int64_t K, F&& f, int64_t c_unit = 16) {
+// How an [R, C] output is cut: tr x tc tiles of er x ec (the last row/column of tiles may be
+// smaller). Tile i covers rows from (i / tc) * er and columns from (i % tc) * ec.
+struct TileGrid {
+  int64_t R, C, er, ec, tr, tc;
+  int64_t count() const { return tr * tc; }
+  template <typename F>
+  void run(int64_t i, F&& f) const {
+    const int64_t r0 = (i / tc) * er, c0 = (i % tc) * ec;
+    f(r0, std::min(er, R - r0), c0, std::min(ec, C - c0));
+  }
+};
+
+inline TileGrid tile_grid(int64_t R, int64_t C, int64_t K, int64_t c_unit = 16) {
   int64_t er = tile_edge(R, kTile), ec = tile_edge(C, R <= kThinRows ? kThinTile : kTile, c_unit);
   auto count = [&] { return ((R + er - 1) / er) * ((C + ec - 1) / ec); };
   if (R * C * K >= kMinSplitWork) {
@@ -46,12 +57,21 @@ void for_each_tile(int64_t R, int64_t C, int64_t K, F&& f, int64_t c_unit = 16) 
       }
     }
   }
-  const int64_t tr = (R + er - 1) / er, tc = (C + ec - 1) / ec;
-#pragma omp parallel for schedule(dynamic, 1) if (tr * tc > 1)
-  for (int64_t i = 0; i < tr * tc; ++i) {
-    const int64_t r0 = (i / tc) * er, c0 = (i % tc) * ec;
-    f(r0, std::min(er, R - r0), c0, std::min(ec, C - c0));
-  }
+  return {R, C, er, ec, (R + er - 1) / er, (C + ec - 1) / ec};
+}
+
+// Calls f(r0, rows, c0, cols) for every tile of an [R, C] output whose elements each sum K
+// products, in parallel. Tiles are up to kTile x kTile; when R is small the product is bound by
+// reading the other operand, so C is cut finer (kThinTile) to give every thread a share of it.
+// Products big enough to be worth it are cut into at least kMinTiles tiles (halving the longer
+// edge, down to kMinEdge), so that 2 or 4 threads get equal shares: a 512 x 1536 output in 3
+// tiles leaves one of 2 threads idle a third of the time. Column edges are multiples of c_unit
+// (32 where a column tile must hold whole quantized blocks).
+template <typename F>
+void for_each_tile(int64_t R, int64_t C, int64_t K, F&& f, int64_t c_unit = 16) {
+  const TileGrid g = tile_grid(R, C, K, c_unit);
+#pragma omp parallel for schedule(dynamic, 1) if (g.count() > 1)
+  for (int64_t i = 0; i < g.count(); ++i) g.run(i, f);
 }
 
 // The calling thread's buffer for widened (or dequantized) weights, grown on demand and kept for

@@ -23,7 +23,8 @@
 // M == 1 (decode) skips BLAS: y[n] is one dot per output (OpenMP over n; bf16 is widened inside
 // the dot, so w is read once at 2 bytes a weight), dx a column-blocked sum over n in index order,
 // dw a rank-1 update. f32 runs at cblas_sgemv's speed (both bound by reading w).
-// linear_forward_group runs several such products that read one x (q/k/v, gate/up) as one loop.
+// linear_forward_group runs several products that read one x (q/k/v, gate/up) as one OpenMP loop:
+// at M == 1 over all their rows, above it over all their tiles (each weight cut as alone).
 #include <cblas.h>
 #include <immintrin.h>
 
@@ -69,19 +70,23 @@ LinearDims check_linear(const Tensor& x, const Tensor& w, const char* op) {
 // ---- M > 1: single-threaded sgemm per fixed output tile ----
 
 // y[m0:, n0:] (tile) op= x[m0:, :] . w[n0:, :]^T
+void forward_tile(float* y, const float* x, const Tensor& w, const LinearDims& d, float beta, int64_t m0, int64_t mb,
+                  int64_t n0, int64_t nb) {
+  const float* wt;
+  if (w.dtype() == DType::bf16) {
+    float* buf = cpu::widen_buffer(nb * d.K);
+    cpu::widen_bf16(w.u16() + n0 * d.K, buf, nb * d.K);
+    wt = buf;
+  } else {
+    wt = w.f32() + n0 * d.K;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(mb), int(nb), int(d.K), 1.0f, x + m0 * d.K, int(d.K), wt,
+              int(d.K), beta, y + m0 * d.N + n0, int(d.N));
+}
+
 void forward_tiles(float* y, const float* x, const Tensor& w, const LinearDims& d, float beta) {
-  const bool bf16 = w.dtype() == DType::bf16;
   cpu::for_each_tile(d.M, d.N, d.K, [&](int64_t m0, int64_t mb, int64_t n0, int64_t nb) {
-    const float* wt;
-    if (bf16) {
-      float* buf = cpu::widen_buffer(nb * d.K);
-      cpu::widen_bf16(w.u16() + n0 * d.K, buf, nb * d.K);
-      wt = buf;
-    } else {
-      wt = w.f32() + n0 * d.K;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(mb), int(nb), int(d.K), 1.0f, x + m0 * d.K, int(d.K), wt,
-                int(d.K), beta, y + m0 * d.N + n0, int(d.N));
+    forward_tile(y, x, w, d, beta, m0, mb, n0, nb);
   });
 }
 
@@ -254,25 +259,47 @@ void CpuBackend::linear_forward_group(std::span<Tensor* const> ys, const Tensor&
   const char* op = "linear_forward_group";
   LATTE_REQUIRE(ys.size() == ws.size(), ErrorCode::invalid_argument, op, ": ", ys.size(), " outputs for ", ws.size(),
                 " weights");
-  bool one_loop = x.ndim() == 2 && x.dim(0) == 1;
-  for (const Tensor* w : ws) one_loop = one_loop && !is_block_dtype(w->dtype());
-  if (!one_loop) {  // M > 1 is one GEMM per weight anyway; block dtypes have their own kernels
+  bool plain = true;
+  for (const Tensor* w : ws) plain = plain && !is_block_dtype(w->dtype());
+  if (!plain) {  // q8_0 / q4_0 / q4_1 weights have their own kernels
     for (size_t i = 0; i < ws.size(); ++i) linear_forward(*ys[i], x, *ws[i], false);
     return;
   }
-  std::vector<GemvJob> jobs;
-  int64_t K = 0;
+  std::vector<LinearDims> dims;
   for (size_t i = 0; i < ws.size(); ++i) {
-    const LinearDims d = check_linear(x, *ws[i], op);
-    cpu::require_f32(*ys[i], {d.M, d.N}, op, "y");
-    K = d.K;
-    if (d.N > 0) jobs.push_back({ys[i]->f32(), ws[i], d.N, false});
+    dims.push_back(check_linear(x, *ws[i], op));
+    cpu::require_f32(*ys[i], {dims.back().M, dims.back().N}, op, "y");
   }
+  if (ws.empty() || dims[0].M == 0) return;
+  const int64_t M = dims[0].M, K = dims[0].K;
   if (K == 0) {
-    for (const GemvJob& j : jobs) std::fill(j.y, j.y + j.N, 0.0f);
+    for (Tensor* y : ys) std::fill(y->f32(), y->f32() + y->numel(), 0.0f);
     return;
   }
-  gemv_forward(jobs, x.f32(), K);
+  if (M == 1) {
+    std::vector<GemvJob> jobs;
+    for (size_t i = 0; i < ws.size(); ++i)
+      if (dims[i].N > 0) jobs.push_back({ys[i]->f32(), ws[i], dims[i].N, false});
+    gemv_forward(jobs, x.f32(), K);
+    return;
+  }
+  // Every weight's tiles (the very tiles a separate call would cut) in one dynamic loop: the
+  // small k/v products no longer end in a barrier where one thread waits for the other.
+  std::vector<cpu::TileGrid> grids;
+  std::vector<int64_t> first_tile{0};
+  for (const LinearDims& d : dims) {
+    grids.push_back(cpu::tile_grid(d.M, d.N, d.K));
+    first_tile.push_back(first_tile.back() + (d.N > 0 ? grids.back().count() : 0));
+  }
+  cpu::blas_single_threaded();
+  const float* xp = x.f32();
+#pragma omp parallel for schedule(dynamic, 1) if (first_tile.back() > 1)
+  for (int64_t t = 0; t < first_tile.back(); ++t) {
+    const size_t i = size_t(std::upper_bound(first_tile.begin(), first_tile.end(), t) - first_tile.begin()) - 1;
+    grids[i].run(t - first_tile[i], [&](int64_t m0, int64_t mb, int64_t n0, int64_t nb) {
+      forward_tile(ys[i]->f32(), xp, *ws[i], dims[i], 0.0f, m0, mb, n0, nb);
+    });
+  }
 }
 
 void CpuBackend::linear_backward(Tensor* dx, Tensor* dw, const Tensor& dy, const Tensor& x, const Tensor& w) {

@@ -2,7 +2,7 @@
 // the identity:
 //   empty:     Tensor::empty on the host (uninitialised)
 //   fill:      t[...] = value for every element of an f32 tensor that may be a strided view
-//   copy:      dst[...] = src[...] bit for bit, same shape and dtype (f32 or 16-bit), either side a
+//   copy:      dst[...] = src[...] bit for bit, same shape and dtype (f32, 16-bit or i8), either side a
 //              strided view (narrow, slice, select); dst and src must not overlap unless they are
 //              the same view
 //   to_host / to_device: return the argument itself after checking it is a host tensor
@@ -123,7 +123,7 @@ void CpuBackend::copy(Tensor& dst, const Tensor& src) {
   cpu::require_dtype(src, dst.dtype(), op, "src");
   cpu::require_shape(src, dst.shape(), op, "src");
   if (dst.numel() == 0) return;
-  const size_t esize = dtype_size(dst.dtype());  // 4 (f32) or 2 (bf16, f16)
+  const size_t esize = dtype_size(dst.dtype());  // 4 (f32), 2 (bf16, f16) or 1 (i8)
   char* d = static_cast<char*>(dst.raw());
   const char* s = static_cast<const char*>(src.raw());
   if (dst.is_contiguous() && src.is_contiguous()) {
@@ -142,8 +142,10 @@ void CpuBackend::copy(Tensor& dst, const Tensor& src) {
       std::memcpy(pd, ps, size_t(inner) * esize);
     } else if (esize == 4) {
       copy_run<uint32_t>(pd, ps, inner, sd, ss);
-    } else {
+    } else if (esize == 2) {
       copy_run<uint16_t>(pd, ps, inner, sd, ss);
+    } else {
+      copy_run<uint8_t>(pd, ps, inner, sd, ss);
     }
   }
 }

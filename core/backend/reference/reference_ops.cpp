@@ -290,6 +290,123 @@ AttentionGrads attention_backward(const Vec& dout, const Vec& q, const Vec& k, c
   return g;
 }
 
+// ---- paged KV cache ----
+
+namespace {
+
+// The slot of key position pos of sequence s.
+int64_t paged_slot(const PagedLayout& p, int64_t s, int64_t pos) {
+  return int64_t(p.block_table[size_t(s * p.max_blocks + pos / p.block_size)]) * p.block_size + pos % p.block_size;
+}
+
+void check_paged(const PagedLayout& p, int64_t N, const char* fn) {
+  LATTE_REQUIRE(p.query_start.size() == p.context_len.size() + 1 && p.query_start.back() == N &&
+                    int64_t(p.block_table.size()) == int64_t(p.context_len.size()) * p.max_blocks,
+                ErrorCode::invalid_argument, "reference::", fn, ": batch layout does not match ", N, " query rows");
+}
+
+// The softmax weights of one query row over the keys it sees, from its scores.
+std::vector<double> softmax(const std::vector<double>& s) {
+  const double m = *std::max_element(s.begin(), s.end());
+  double l = 0;
+  for (double x : s) l += std::exp(x - m);
+  std::vector<double> p(s.size());
+  for (size_t j = 0; j < s.size(); ++j) p[j] = std::exp(s[j] - m) / l;
+  return p;
+}
+
+}  // namespace
+
+Vec paged_cache_write(const Vec& cache, const Vec& rows, const Ids& slots, int64_t W) {
+  expect_size(rows, int64_t(slots.size()) * W, "paged_cache_write", "rows");
+  Vec out = cache;
+  for (size_t n = 0; n < slots.size(); ++n)
+    for (int64_t i = 0; i < W; ++i) out[size_t(slots[n] * W + i)] = rows[n * size_t(W) + size_t(i)];
+  return out;
+}
+
+I8Rows quantize_i8_rows(const Vec& rows, int64_t N, int64_t W) {
+  expect_size(rows, N * W, "quantize_i8_rows", "rows");
+  I8Rows r{Vec(rows.size(), 0.0), Vec(size_t(N), 0.0)};
+  for (int64_t n = 0; n < N; ++n) {
+    double amax = 0;
+    for (int64_t i = 0; i < W; ++i) amax = std::max(amax, std::fabs(rows[size_t(n * W + i)]));
+    const double scale = amax / 127;
+    r.scale[size_t(n)] = scale;
+    if (scale == 0) continue;
+    for (int64_t i = 0; i < W; ++i)
+      r.q[size_t(n * W + i)] = std::clamp(std::nearbyint(rows[size_t(n * W + i)] / scale), -127.0, 127.0);
+  }
+  return r;
+}
+
+Vec paged_attention(const Vec& q, const Vec& k_cache, const Vec& v_cache, const PagedLayout& p,
+                    const PagedAttentionShape& s, double scale) {
+  const int64_t N = s.N;
+  expect_size(q, N * s.Hq * s.Dk, "paged_attention", "q");
+  check_paged(p, N, "paged_attention");
+  const int64_t group = s.Hq / s.Hkv;
+  Vec out(size_t(N * s.Hq * s.Dv), 0.0);
+  for (size_t sq = 0; sq < p.context_len.size(); ++sq) {
+    const int64_t q0 = p.query_start[sq], n = p.query_start[sq + 1] - q0, ctx = p.context_len[sq];
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t h = 0; h < s.Hq; ++h) {
+        const int64_t row = q0 + i, hk = h / group, n_keys = ctx - n + i + 1;
+        std::vector<double> sc(static_cast<size_t>(n_keys));
+        for (int64_t j = 0; j < n_keys; ++j) {
+          const int64_t slot = paged_slot(p, int64_t(sq), j);
+          double dot = 0;
+          for (int64_t e = 0; e < s.Dk; ++e)
+            dot += q[size_t((row * s.Hq + h) * s.Dk + e)] * k_cache[size_t((slot * s.Hkv + hk) * s.Dk + e)];
+          sc[size_t(j)] = scale * dot;
+        }
+        const std::vector<double> w = softmax(sc);
+        for (int64_t j = 0; j < n_keys; ++j) {
+          const int64_t slot = paged_slot(p, int64_t(sq), j);
+          for (int64_t e = 0; e < s.Dv; ++e)
+            out[size_t((row * s.Hq + h) * s.Dv + e)] += w[size_t(j)] * v_cache[size_t((slot * s.Hkv + hk) * s.Dv + e)];
+        }
+      }
+  }
+  return out;
+}
+
+Vec paged_mla_attention(const Vec& q_rope, const Vec& q_lat, const Vec& k_rope_cache, const Vec& latent_cache,
+                        const Vec& latent_scales, const PagedLayout& p, const PagedMlaShape& s, double scale) {
+  const int64_t N = s.N;
+  expect_size(q_lat, N * s.Hq * s.L, "paged_mla_attention", "q_lat");
+  expect_size(q_rope, N * s.Hq * s.R, "paged_mla_attention", "q_rope");
+  check_paged(p, N, "paged_mla_attention");
+  const int64_t group = s.Hq / s.Hkv;
+  auto latent = [&](int64_t slot, int64_t e) {
+    const double x = latent_cache[size_t(slot * s.L + e)];
+    return latent_scales.empty() ? x : x * latent_scales[size_t(slot)];
+  };
+  Vec out(size_t(N * s.Hq * s.L), 0.0);
+  for (size_t sq = 0; sq < p.context_len.size(); ++sq) {
+    const int64_t q0 = p.query_start[sq], n = p.query_start[sq + 1] - q0, ctx = p.context_len[sq];
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t h = 0; h < s.Hq; ++h) {
+        const int64_t row = q0 + i, hk = h / group, n_keys = ctx - n + i + 1;
+        std::vector<double> sc(static_cast<size_t>(n_keys));
+        for (int64_t j = 0; j < n_keys; ++j) {
+          const int64_t slot = paged_slot(p, int64_t(sq), j);
+          double dot = 0;
+          for (int64_t e = 0; e < s.R; ++e)
+            dot += q_rope[size_t((row * s.Hq + h) * s.R + e)] * k_rope_cache[size_t((slot * s.Hkv + hk) * s.R + e)];
+          for (int64_t e = 0; e < s.L; ++e) dot += q_lat[size_t((row * s.Hq + h) * s.L + e)] * latent(slot, e);
+          sc[size_t(j)] = scale * dot;
+        }
+        const std::vector<double> w = softmax(sc);
+        for (int64_t j = 0; j < n_keys; ++j) {
+          const int64_t slot = paged_slot(p, int64_t(sq), j);
+          for (int64_t e = 0; e < s.L; ++e) out[size_t((row * s.Hq + h) * s.L + e)] += w[size_t(j)] * latent(slot, e);
+        }
+      }
+  }
+  return out;
+}
+
 // ---- swiglu ----
 
 Vec swiglu_forward(const Vec& gate, const Vec& up) {

@@ -85,6 +85,42 @@ struct AttentionGrads {
 AttentionGrads attention_backward(const Vec& dout, const Vec& q, const Vec& k, const Vec& v, const AttentionShape& s,
                                   double scale);
 
+// ---- paged KV cache (Backend::PagedBatch): a cache is [num_slots, W] rows, slot = block *
+// block_size + offset; key position p of sequence s is in slot block_table[s * max_blocks +
+// p / block_size] * block_size + p % block_size. ----
+struct PagedLayout {
+  Ids query_start;  // [S+1]
+  Ids context_len;  // [S]
+  Ids block_table;  // [S * max_blocks]
+  int64_t max_blocks = 0, block_size = 0;
+};
+// cache with rows[n] (each W values) copied into slot slots[n].
+Vec paged_cache_write(const Vec& cache, const Vec& rows, const Ids& slots, int64_t W);
+// Symmetric int8 quantization of rows [N, W]: scale[n] = max_i |x[n,i]| / 127 (0 for a zero row),
+// q[n,i] = round(x / scale) (ties to even) clamped to [-127, 127], 0 where scale is 0.
+struct I8Rows {
+  Vec q;      // [N, W], integers
+  Vec scale;  // [N]
+};
+I8Rows quantize_i8_rows(const Vec& rows, int64_t N, int64_t W);
+// Causal GQA attention of a ragged batch: q[N,Hq,Dk], k_cache [num_slots,Hkv,Dk], v_cache
+// [num_slots,Hkv,Dv] -> out[N,Hq,Dv]; query i of sequence s sits at position context_len[s] - n_s
+// + i and sees keys 0..that position; query head h reads KV head h / (Hq/Hkv).
+struct PagedAttentionShape {
+  int64_t N, Hq, Hkv, Dk, Dv;
+};
+Vec paged_attention(const Vec& q, const Vec& k_cache, const Vec& v_cache, const PagedLayout& p,
+                    const PagedAttentionShape& s, double scale);
+// Absorbed MLA over a ragged batch: q_rope[N,Hq,R], q_lat[N,Hq,L], k_rope_cache [num_slots,Hkv,R],
+// latent_cache [num_slots,L] (times latent_scales[slot] when latent_scales is non-empty: an i8
+// cache's codes) -> out[N,Hq,L] = sum_j softmax_j(scale (q_rope . k_rope_j + q_lat . latent_j))
+// latent_j.
+struct PagedMlaShape {
+  int64_t N, Hq, Hkv, R, L;
+};
+Vec paged_mla_attention(const Vec& q_rope, const Vec& q_lat, const Vec& k_rope_cache, const Vec& latent_cache,
+                        const Vec& latent_scales, const PagedLayout& p, const PagedMlaShape& s, double scale);
+
 // ---- swiglu: h = silu(gate) * up, elementwise ----
 Vec swiglu_forward(const Vec& gate, const Vec& up);
 struct SwigluGrads {
