@@ -2,9 +2,12 @@
 // on the CPU backend at 1 and 2 threads, and the ratio against the naive single-loop backend in the
 // same run. --model times another checkpoint (any format load_model reads, weights converted to
 // f32), e.g. models/smollm2-135m-hf for bench/peers; --threads N runs only that thread count and
-// --no-naive skips the baseline (which takes many minutes on a 135M model).
+// --no-naive skips the baseline (which takes many minutes on a 135M model). --profile runs the
+// steps once more at the last thread count through bench::ProfilingBackend and prints the per-op
+// table (GEMMs forward / dx / dw, attention, cross-entropy, norms, ...).
 //
 //   build/bench/train_step [--batch B] [--seq T] [--steps N] [--model PATH] [--threads N] [--no-naive]
+//                          [--profile]
 #include <cblas.h>
 #include <omp.h>
 
@@ -16,6 +19,7 @@
 #include <vector>
 
 #include "bench/naive_backend.h"
+#include "bench/profiling_backend.h"
 #include "core/backend/registry.h"
 #include "inference/engine/loaded_model.h"
 #include "latte_build_config.h"
@@ -50,7 +54,7 @@ std::string model_label(std::string path) {
 int main(int argc, char** argv) {
   int64_t batch = 4, seq = 256;
   int steps = 5, only_threads = 0;
-  bool naive_baseline = true;
+  bool naive_baseline = true, profile = false;
   std::string path = std::string(LATTE_SOURCE_DIR) + "/models/stories260K/stories260K.bin";
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) batch = std::atoll(argv[++i]);
@@ -59,9 +63,10 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--model") && i + 1 < argc) path = argv[++i];
     else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) only_threads = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--no-naive")) naive_baseline = false;
+    else if (!std::strcmp(argv[i], "--profile")) profile = true;
     else {
       std::fprintf(stderr, "usage: train_step [--batch B] [--seq T] [--steps N] [--model PATH] [--threads N] "
-                           "[--no-naive]\n");
+                           "[--no-naive] [--profile]\n");
       return 2;
     }
   }
@@ -103,6 +108,20 @@ int main(int argc, char** argv) {
                   "\"tokens_per_s\":%.1f", label.c_str(), threads, rate);
       if (base > 0) std::printf(",\"ratio_vs_naive\":%.2f", rate / base);
       std::printf("}\n");
+    }
+    if (profile) {
+      bench::ProfilingBackend prof(cpu_backend());
+      Transformer pm(c, model.weights(), prof);
+      step_rate(pm, tokens, targets, batch, 1);  // warm-up
+      prof.reset();
+      const auto t0 = std::chrono::steady_clock::now();
+      const double rate = step_rate(pm, tokens, targets, batch, steps);
+      const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::printf("\nper-op profile: %s, %d thread%s, %d step%s of %lld x %lld tokens, %.2f s wall (%.1f tok/s)\n",
+                  label.c_str(), thread_counts.back(), thread_counts.back() > 1 ? "s" : "", steps, steps > 1 ? "s" : "",
+                  (long long)batch, (long long)seq, wall, rate);
+      prof.report(stdout, wall);
+      std::fputs(prof.json("\"source\":\"train_step\",\"model\":\"" + label + "\"").c_str(), stdout);
     }
   } catch (const Error& e) {
     std::fprintf(stderr, "train_step: %s\n", e.what());
