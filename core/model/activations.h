@@ -30,6 +30,18 @@ struct Activations {
   std::vector<int32_t> tokens, targets, positions;
   int64_t batch = 0, seq = 0, n_targets = 0;
   bool recomputed = false;  // layers hold only x_in; backward recomputes the rest
+  // backward's [B*T, V] logit gradient, kept for the next step: a fresh buffer of that size is a
+  // fresh mmap whose pages fault in again every step (0.5 s of a 8.4 s SmolLM2 step at 4 x 256;
+  // bench/train_step --profile). forward_train likewise reuses `logits` when nothing else holds it.
+  mutable Tensor dlogits_workspace;
+
+  // After backward: frees what only that backward needed, keeping the two [B*T, V] buffers for
+  // the next step (a trainer holding Activations across steps should not hold a step's worth of
+  // layer activations as well).
+  void drop_saved() {
+    layers.clear();
+    x_final = rstd_final = xn_final = losses = logsumexp = Tensor();
+  }
 };
 
 }  // namespace latte

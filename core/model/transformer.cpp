@@ -19,6 +19,12 @@ const ModelConfig& validated(const ModelConfig& c) {
   return c;
 }
 
+// A buffer of the previous step that can be overwritten in place: same shape, f32, and nobody
+// else holds it (see Activations::dlogits_workspace for why it is kept).
+bool reusable(const Tensor& t, const Shape& shape) {
+  return t.defined() && !t.storage_shared() && t.dtype() == DType::f32 && t.shape() == shape && t.is_contiguous();
+}
+
 detail::AttentionContext context(const Transformer& m, tp::TpGroup g, const LayerWeights& w, int64_t l) {
   return detail::AttentionContext{m.config(), g, w, l, m.tp().heads, m.tp().kv_heads, m.q_rope(l), m.k_rope(l),
                                   1.0f / std::sqrt(float(m.config().head_dim))};
@@ -226,7 +232,7 @@ float Transformer::forward_train(std::span<const int32_t> tokens, std::span<cons
   a.rstd_final = be.empty({BT});
   a.xn_final = be.empty({BT, c.dim});
   be.rmsnorm_forward(a.xn_final, &a.rstd_final, x, weights_.norm, c.norm_eps);
-  a.logits = be.empty({BT, tp_.vocab});
+  if (!reusable(a.logits, {BT, tp_.vocab})) a.logits = be.empty({BT, tp_.vocab});
   tp::column_parallel_forward(g, a.logits, a.xn_final, weights_.lm_head);
   a.losses = be.empty({BT});
   tp::vocab_parallel_cross_entropy_forward(g, a.losses, a.logsumexp, a.logits, targets, tp_.vocab0, c.vocab_size);
@@ -257,7 +263,8 @@ void Transformer::backward(const Activations& a, ModelWeights& g, const Tensor* 
 
   // Loss = mean over counted targets, hence the 1/n scale on every dlogits row.
   const float scale = 1.0f / float(a.n_targets);
-  Tensor dlogits = be.empty({BT, tp_.vocab});
+  if (!reusable(a.dlogits_workspace, {BT, tp_.vocab})) a.dlogits_workspace = be.empty({BT, tp_.vocab});
+  Tensor& dlogits = a.dlogits_workspace;
   tp::vocab_parallel_cross_entropy_backward(tg, dlogits, a.logits, a.logsumexp, a.targets, tp_.vocab0, scale);
   if (extra_dlogits) {
     extra_dlogits->expect_shape(dlogits.shape(), "backward: extra_dlogits");

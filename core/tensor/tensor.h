@@ -53,6 +53,9 @@ class Tensor {
   static Tensor from_vector(const std::vector<float>& values, const Shape& shape);
 
   bool defined() const { return storage_ != nullptr; }
+  // True when another Tensor (a view, a copy of the handle) shares this one's memory: writing it
+  // in place would change what that other holder sees.
+  bool storage_shared() const { return storage_ && storage_.use_count() > 1; }
   const Shape& shape() const { return shape_; }
   const Shape& strides() const { return strides_; }
   int ndim() const { return int(shape_.size()); }

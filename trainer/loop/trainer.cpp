@@ -266,13 +266,13 @@ TrainResult train(const TrainOptions& o, Communicator& world, Communicator& tp, 
   }
 
   int64_t step = start;
+  Activations acts;  // across steps, so that its logits buffers are reused (activations.h says why)
   for (; step < o.steps; ++step) {
     if (o.stop_after > 0 && step - start >= o.stop_after) break;
     const auto ts = std::chrono::steady_clock::now();
     double loss_sum = 0, kl_sum = 0;
     for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
       Batch b = sampler.train_batch(step, micro, o.micro_batch);
-      Activations acts;
       const float loss = student.model->forward_train(b.tokens, b.targets, b.rows, acts);
       LATTE_REQUIRE(std::isfinite(loss), ErrorCode::numerics, "loss is ", loss, " at step ", step,
                     "; stopping without an update (the last checkpoint in ", o.out_dir, "/checkpoints is intact)");
@@ -286,6 +286,7 @@ TrainResult train(const TrainOptions& o, Communicator& world, Communicator& tp, 
       } else {
         student.model->backward(acts, grads);
       }
+      acts.drop_saved();
     }
     double gnorm = 0;
     try {
