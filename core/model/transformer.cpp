@@ -67,30 +67,14 @@ Tensor Transformer::forward(std::span<const int32_t> tokens, int64_t batch, KvCa
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t t = 0; t < T; ++t) positions[size_t(b * T + t)] = int32_t(pos0 + t);
 
-  Tensor x = be.empty({BT, c.dim});
-  tp::vocab_parallel_embedding_forward(g, x, tokens, weights_.tok_embeddings, tp_.vocab0, c.vocab_size);
-  Tensor xn = be.empty({BT, c.dim});
-  Tensor att = be.empty({batch, T, tp_.heads, c.head_dim});
-  Tensor gate = be.empty({BT, tp_.hidden}), up = be.empty({BT, tp_.hidden});
-  Tensor h = be.empty({BT, tp_.hidden});
-
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& L = weights_.layers[size_t(l)];
-    be.rmsnorm_forward(xn, nullptr, x, L.attn_norm, c.norm_eps);
-    const detail::AttentionContext a = context(*this, g, L, l);
+  Tensor x = infer_layers(tokens, [&](const detail::AttentionContext& a, const Tensor& xn, Tensor& att) {
+    Tensor att4 = att.reshape({batch, T, tp_.heads, c.head_dim});
     if (c.is_mla()) {
-      detail::mla_attention_infer(a, xn, batch, T, cache, positions, att, form);
+      detail::mla_attention_infer(a, xn, batch, T, cache, positions, att4, form);
     } else {
-      detail::gqa_attention_infer(a, xn, batch, T, cache, positions, att);
+      detail::gqa_attention_infer(a, xn, batch, T, cache, positions, att4);
     }
-    tp::row_parallel_forward_accumulate(g, x, att.reshape({BT, tp_.heads * c.head_dim}), L.wo);  // x += wo . att
-    be.rmsnorm_forward(xn, nullptr, x, L.ffn_norm, c.norm_eps);
-    Tensor* gate_up[] = {&gate, &up};
-    const Tensor* w_gate_up[] = {&L.w_gate, &L.w_up};
-    tp::column_parallel_forward_group(g, gate_up, xn, w_gate_up);
-    be.swiglu_forward(h, gate, up);
-    tp::row_parallel_forward_accumulate(g, x, h, L.w_down);
-  }
+  });
   cache.length = pos0 + T;
 
   Tensor last = x;
@@ -104,6 +88,32 @@ Tensor Transformer::forward(std::span<const int32_t> tokens, int64_t batch, KvCa
   Tensor logits = be.empty({last.dim(0), tp_.vocab});
   tp::column_parallel_forward(g, logits, lastn, weights_.lm_head);
   return tp::gather_output(g, logits);
+}
+
+Tensor Transformer::infer_layers(std::span<const int32_t> tokens, const AttendFn& attend) {
+  const ModelConfig& c = config_;
+  Backend& be = *backend_;
+  const tp::TpGroup g = group();
+  const int64_t N = int64_t(tokens.size());
+  Tensor x = be.empty({N, c.dim});
+  tp::vocab_parallel_embedding_forward(g, x, tokens, weights_.tok_embeddings, tp_.vocab0, c.vocab_size);
+  Tensor xn = be.empty({N, c.dim});
+  Tensor att = be.empty({N, tp_.heads, c.head_dim});
+  Tensor gate = be.empty({N, tp_.hidden}), up = be.empty({N, tp_.hidden});
+  Tensor h = be.empty({N, tp_.hidden});
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = weights_.layers[size_t(l)];
+    be.rmsnorm_forward(xn, nullptr, x, L.attn_norm, c.norm_eps);
+    attend(context(*this, g, L, l), xn, att);
+    tp::row_parallel_forward_accumulate(g, x, att.reshape({N, tp_.heads * c.head_dim}), L.wo);  // x += wo . att
+    be.rmsnorm_forward(xn, nullptr, x, L.ffn_norm, c.norm_eps);
+    Tensor* gate_up[] = {&gate, &up};
+    const Tensor* w_gate_up[] = {&L.w_gate, &L.w_up};
+    tp::column_parallel_forward_group(g, gate_up, xn, w_gate_up);
+    be.swiglu_forward(h, gate, up);
+    tp::row_parallel_forward_accumulate(g, x, h, L.w_down);
+  }
+  return x;
 }
 
 Tensor Transformer::forward_paged(const PagedStep& step, PagedKvCache& cache) {
@@ -127,29 +137,13 @@ Tensor Transformer::forward_paged(const PagedStep& step, PagedKvCache& cache) {
   for (int32_t r : step.logit_rows)
     LATTE_REQUIRE(r >= 0 && r < N, ErrorCode::invalid_argument, "forward_paged: logit row ", r, " of ", N);
 
-  Tensor x = be.empty({N, c.dim});
-  tp::vocab_parallel_embedding_forward(g, x, step.tokens, weights_.tok_embeddings, tp_.vocab0, c.vocab_size);
-  Tensor xn = be.empty({N, c.dim});
-  Tensor att = be.empty({N, tp_.heads, c.head_dim});
-  Tensor gate = be.empty({N, tp_.hidden}), up = be.empty({N, tp_.hidden});
-  Tensor h = be.empty({N, tp_.hidden});
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& L = weights_.layers[size_t(l)];
-    be.rmsnorm_forward(xn, nullptr, x, L.attn_norm, c.norm_eps);
-    const detail::AttentionContext a = context(*this, g, L, l);
+  const Tensor x = infer_layers(step.tokens, [&](const detail::AttentionContext& a, const Tensor& xn, Tensor& att) {
     if (c.is_mla()) {
       detail::mla_attention_paged(a, xn, step, cache, att);
     } else {
       detail::gqa_attention_paged(a, xn, step, cache, att);
     }
-    tp::row_parallel_forward_accumulate(g, x, att.reshape({N, tp_.heads * c.head_dim}), L.wo);
-    be.rmsnorm_forward(xn, nullptr, x, L.ffn_norm, c.norm_eps);
-    Tensor* gate_up[] = {&gate, &up};
-    const Tensor* w_gate_up[] = {&L.w_gate, &L.w_up};
-    tp::column_parallel_forward_group(g, gate_up, xn, w_gate_up);
-    be.swiglu_forward(h, gate, up);
-    tp::row_parallel_forward_accumulate(g, x, h, L.w_down);
-  }
+  });
 
   const int64_t R = int64_t(step.logit_rows.size());
   Tensor logits = be.empty({R, tp_.vocab});

@@ -18,6 +18,7 @@
 // single-rank one.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <span>
 
 #include "core/backend/backend.h"
@@ -32,6 +33,10 @@
 #include "parallel/tensor_parallel/tp_group.h"
 
 namespace latte {
+
+namespace detail {
+struct AttentionContext;
+}
 
 class Transformer {
  public:
@@ -76,6 +81,11 @@ class Transformer {
   RopeParams k_rope(int64_t layer) const { return rope_.k(layer); }
 
  private:
+  // The decoder stack of an inference forward over tokens [N]: embedding, then per layer the
+  // attention sublayer (`attend` maps xn [N, D] to att [N, Hq, hd]: the only part that differs
+  // between the contiguous and the paged cache), o_proj and the MLP. Returns the residual stream.
+  using AttendFn = std::function<void(const detail::AttentionContext&, const Tensor& xn, Tensor& att)>;
+  Tensor infer_layers(std::span<const int32_t> tokens, const AttendFn& attend);
   // One decoder layer of forward_train from its input x; fills A, returns the layer's output.
   Tensor layer_forward_train(int64_t l, const Tensor& x, int64_t batch, int64_t T, std::span<const int32_t> positions,
                              Activations::Layer& A);

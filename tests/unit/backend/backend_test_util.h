@@ -2,7 +2,9 @@
 // the comparison helpers. Every comparison helper is shown failing on purpose in
 // comparison_test.cpp before the op tests trust it.
 #pragma once
+#include <cblas.h>
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstdint>
@@ -18,6 +20,20 @@
 #include "core/tensor/tensor.h"
 
 namespace latte::test {
+
+// Restores the thread counts a test changes.
+class ThreadCount {
+ public:
+  ThreadCount() : omp_(omp_get_max_threads()), blas_(openblas_get_num_threads()) {}
+  ~ThreadCount() { set(omp_, blas_); }
+  static void set(int omp, int blas) {
+    omp_set_num_threads(omp);
+    openblas_set_num_threads(blas);
+  }
+
+ private:
+  int omp_, blas_;
+};
 
 using Vec = std::vector<double>;
 

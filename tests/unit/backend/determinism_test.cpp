@@ -13,19 +13,6 @@
 namespace latte::test {
 namespace {
 
-// Restores the thread counts this test changes.
-class ThreadCount {
- public:
-  ThreadCount() : omp_(omp_get_max_threads()), blas_(openblas_get_num_threads()) {}
-  ~ThreadCount() { set(omp_, blas_); }
-  static void set(int omp, int blas) {
-    omp_set_num_threads(omp);
-    openblas_set_num_threads(blas);
-  }
-
- private:
-  int omp_, blas_;
-};
 
 // Runs `run` (which returns its outputs) with 1 thread, 2 threads and 2 threads again.
 void expect_thread_independent(const std::function<std::vector<Tensor>()>& run) {

@@ -35,19 +35,6 @@ namespace {
 namespace ref = latte::reference;
 constexpr double kAtol = 3e-6, kRtol = 3e-6;
 
-// Restores the thread counts a test changes (as determinism_test.cpp).
-class ThreadCount {
- public:
-  ThreadCount() : omp_(omp_get_max_threads()), blas_(openblas_get_num_threads()) {}
-  ~ThreadCount() { set(omp_, blas_); }
-  static void set(int omp, int blas) {
-    omp_set_num_threads(omp);
-    openblas_set_num_threads(blas);
-  }
-
- private:
-  int omp_, blas_;
-};
 
 struct SeqSpec {
   int64_t ctx, n;  // keys (including this step's), query rows
