@@ -34,6 +34,11 @@ void add_perplexity(CLI::App& app) {
   cmd->add_option("--max-tokens", o->ppl.max_tokens, "score only the first N tokens")->check(CLI::NonNegativeNumber);
   cmd->add_option("--window", o->ppl.window, "tokens per window (default: context - 1)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--batch", o->ppl.batch, "windows per forward pass")->check(CLI::PositiveNumber);
+  cmd->add_option_function<std::string>(
+         "--paged-cache",
+         [o](const std::string& v) { o->ppl.paged_cache = dtype_from_name(v); },
+         "run through the serving engine's paged KV cache in this dtype: f32, bf16, or i8 (MLA latent)")
+      ->check(CLI::IsMember({"f32", "bf16", "i8"}));
   cmd->add_flag("--json", o->json, "print the result as one JSON line");
   cmd->add_flag("-q,--quiet", o->quiet, "no progress on stderr");
   add_device_option(*cmd, o->device);

@@ -66,9 +66,33 @@ int64_t check_params(const Transformer& model, const std::vector<int32_t>& all_t
   return n;
 }
 
-Tensor window_logits(Transformer& model, const WindowBatch& wb) {
-  KvCache cache = model.make_cache(wb.rows, wb.T);
-  return model.forward(wb.inputs, wb.rows, cache, LogitsFor::all_positions, MlaForm::expanded);
+// Logits [rows*T, V] of a batch of windows. With a paged cache each window is one sequence of one
+// forward_paged step over its own consecutive blocks, every row's logits returned in order.
+Tensor window_logits(Transformer& model, const WindowBatch& wb, std::optional<DType> paged_cache) {
+  if (!paged_cache) {
+    KvCache cache = model.make_cache(wb.rows, wb.T);
+    return model.forward(wb.inputs, wb.rows, cache, LogitsFor::all_positions, MlaForm::expanded);
+  }
+  constexpr int64_t kBlock = 16;
+  const int64_t blocks = (wb.T + kBlock - 1) / kBlock, N = wb.rows * wb.T;
+  PagedKvCache cache = PagedKvCache::create(model.config(), wb.rows * blocks, kBlock, *paged_cache, model.tp(),
+                                            model.backend());
+  std::vector<int32_t> positions(static_cast<size_t>(N)), slots(static_cast<size_t>(N)), rows(static_cast<size_t>(N));
+  std::vector<int32_t> query_start, context_len, table;
+  for (int64_t r = 0; r < wb.rows; ++r) {
+    query_start.push_back(int32_t(r * wb.T));
+    context_len.push_back(int32_t(wb.T));
+    for (int64_t b = 0; b < blocks; ++b) table.push_back(int32_t(r * blocks + b));
+    for (int64_t t = 0; t < wb.T; ++t) {
+      const size_t i = size_t(r * wb.T + t);
+      positions[i] = int32_t(t);
+      slots[i] = int32_t(r * blocks * kBlock + t);
+      rows[i] = int32_t(i);
+    }
+  }
+  query_start.push_back(int32_t(N));
+  const PagedStep step{wb.inputs, positions, slots, PagedBatch{query_start, context_len, table, blocks, kBlock}, rows};
+  return model.forward_paged(step, cache);
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -86,7 +110,7 @@ PerplexityResult perplexity(Transformer& model, const std::vector<int32_t>& all_
   int64_t scored = 0;
   for_each_window_batch(all_tokens, n, bos_id, W, p.batch, [&](const WindowBatch& wb) {
     Backend& be = model.backend();
-    Tensor logits = window_logits(model, wb);
+    Tensor logits = window_logits(model, wb, p.paged_cache);
     Tensor losses = be.empty({wb.rows * wb.T});
     be.cross_entropy_forward(losses, logits, wb.targets);
     const Tensor host_losses = be.to_host(losses);
@@ -126,7 +150,8 @@ CompareResult compare_models(Transformer& a, Transformer& b, const std::vector<i
   std::vector<double> la(static_cast<size_t>(V)), lb(static_cast<size_t>(V));
   for_each_window_batch(all_tokens, n, bos_id, W, pp.batch, [&](const WindowBatch& wb) {
     // Both models' logits are read on the host (a view on the CPU, a copy from a device).
-    const Tensor xa = a.backend().to_host(window_logits(a, wb)), xb = b.backend().to_host(window_logits(b, wb));
+    const Tensor xa = a.backend().to_host(window_logits(a, wb, p.paged_cache));
+    const Tensor xb = b.backend().to_host(window_logits(b, wb, p.paged_cache));
     for (int64_t i = 0; i < wb.rows * wb.T; ++i) {
       const int32_t target = wb.targets[size_t(i)];
       if (target < 0) continue;

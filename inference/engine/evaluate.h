@@ -5,6 +5,7 @@
 // at most W-1 tokens of context and the first token of each window from BOS alone.
 #pragma once
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "core/model/transformer.h"
@@ -16,6 +17,9 @@ struct PerplexityParams {
   int64_t window = 0;      // 0: the model's context - 1
   int64_t batch = 1;       // windows per forward pass
   int64_t max_tokens = 0;  // 0: all
+  // Run the windows through the serving engine's paged cache in this dtype (f32, bf16, or i8 for
+  // an MLA latent) instead of the contiguous f32 cache: what a lossy cache costs in perplexity.
+  std::optional<DType> paged_cache;
 };
 
 struct PerplexityProgress {
