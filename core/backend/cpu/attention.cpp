@@ -35,6 +35,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/backend/cpu/attention_blocks.h"
 #include "core/backend/cpu/cpu_backend.h"
 #include "core/backend/cpu/cpu_common.h"
 
@@ -105,16 +106,11 @@ MutHeadView mut_view(Tensor& t) { return {t.f32(), t.strides()[0], t.strides()[1
 
 // ---- blocked form ----------------------------------------------------------------------------
 
-constexpr int64_t kQueryBlock = 64;         // queries per block (times the G heads of a KV head)
-constexpr int64_t kMinBlockedQueries = 8;   // below this the per-row form is as fast
+using cpu::kMinBlockedQueries;
+using cpu::kQueryBlock;
+using cpu::scratch;
 
 bool use_blocked(const AttnDims& d) { return d.T >= kMinBlockedQueries; }
-
-// The calling thread's scratch, grown on demand.
-float* scratch(std::vector<float>& buf, int64_t n) {
-  if (int64_t(buf.size()) < n) buf.resize(size_t(n));
-  return buf.data();
-}
 
 // One block of queries [t0, t0 + nq) of the G heads reading KV head hk: rows r = g * nq + i.
 struct QueryBlock {
@@ -157,28 +153,17 @@ void forward_blocked(const AttnDims& d, const HeadView& qv, const HeadView& kv, 
       float* S = scratch(s_buf, M * qb.n_keys);
       float* O = scratch(o_buf, M * d.Dv);
       gather_rows(Qm, qv, qb, G);
-      block_scores(S, Qm, kv, qb, M, scale);
-      float* inv_l = scratch(l_buf, M);
-      for (int64_t r = 0; r < M; ++r) {
-        float* row = S + r * qb.n_keys;
-        const int64_t n = keys_of_row(d, qb, r);
-        const float m = cpu::max_of(row, n);
-        cpu::exp_shifted_inplace(row, m, n);
-        std::fill(row + n, row + qb.n_keys, 0.0f);
-        const float l = cpu::sum(row, n);
-        inv_l[r] = 1.0f / l;
-        if (lse_p) {
-          const int64_t g = r / qb.nq, t = qb.t0 + r % qb.nq;
-          lse_p[(b * d.Hq + hk * G + g) * d.T + t] = m + std::log(l);
-        }
-      }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(d.Dv), int(qb.n_keys), 1.0f, S,
-                  int(qb.n_keys), vv.at(b, 0, hk), int(vv.row_stride), 0.0f, O, int(d.Dv));
+      float* row_sum = scratch(l_buf, 2 * M);
+      float* row_max = row_sum + M;
+      cpu::attend_query_block(Qm, M, qb.nq, d.prefix() + qb.t0, kv.at(b, 0, hk), kv.row_stride, vv.at(b, 0, hk),
+                              vv.row_stride, qb.n_keys, d.Dk, d.Dv, scale, S, O, row_max, row_sum);
       for (int64_t r = 0; r < M; ++r) {
         const int64_t g = r / qb.nq, t = qb.t0 + r % qb.nq;
+        if (lse_p) lse_p[(b * d.Hq + hk * G + g) * d.T + t] = row_max[r] + std::log(row_sum[r]);
+        const float inv_l = 1.0f / row_sum[r];
         float* o = ov.at(b, t, hk * G + g);
         const float* src = O + r * d.Dv;
-        for (int64_t i = 0; i < d.Dv; ++i) o[i] = src[i] * inv_l[r];
+        for (int64_t i = 0; i < d.Dv; ++i) o[i] = src[i] * inv_l;
       }
     }
   }

@@ -43,6 +43,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/backend/cpu/attention_blocks.h"
 #include "core/backend/cpu/cpu_backend.h"
 #include "core/backend/cpu/cpu_common.h"
 
@@ -52,8 +53,9 @@ namespace {
 constexpr int64_t kKeyChunk = 128;           // keys per phase-A item
 constexpr int64_t kValueChunk = 32;          // output columns per phase-C item (a multiple of 8)
 constexpr int64_t kMaxWaveScores = 1 << 23;  // split form: score floats per wave of rows (32 MiB)
-constexpr int64_t kQueryBlock = 64;          // as attention.cpp: queries per blocked item
-constexpr int64_t kMinBlockedQueries = 8;    // as attention.cpp: below this the row form is as fast
+using cpu::kMinBlockedQueries;
+using cpu::kQueryBlock;
+using cpu::scratch;
 
 // ---- validation -------------------------------------------------------------------------------
 
@@ -230,11 +232,6 @@ void for_each_key(const Seq& sq, int64_t block_size, int64_t j0, int64_t j1, F&&
   }
 }
 
-float* scratch(std::vector<float>& buf, int64_t n) {
-  if (int64_t(buf.size()) < n) buf.resize(size_t(n));
-  return buf.data();
-}
-
 // ---- row form ---------------------------------------------------------------------------------
 
 struct Row {
@@ -363,7 +360,8 @@ void blocked_item(const AttnDims& d, const Seq& sq, int64_t hk, int64_t t0, cons
   float* Qm = scratch(bufs[2], M * d.Dk);
   float* S = scratch(bufs[3], M * n_keys);
   float* O = scratch(bufs[4], M * d.Dv);
-  float* inv_l = scratch(bufs[5], M);
+  float* row_sum = scratch(bufs[5], 2 * M);
+  float* row_max = row_sum + M;
   for_each_key(sq, d.block_size, 0, n_keys, [&](int64_t j, int64_t slot) {
     float* kr = K + j * d.Dk;
     float* vr = V + j * d.Dv;
@@ -375,22 +373,12 @@ void blocked_item(const AttnDims& d, const Seq& sq, int64_t hk, int64_t t0, cons
   for (int64_t g = 0; g < G; ++g)  // rows r = g * nq + i, as gather_rows in attention.cpp
     for (int64_t i = 0; i < nq; ++i)
       std::memcpy(Qm + (g * nq + i) * d.Dk, q + ((sq.q0 + t0 + i) * d.Hq + hk * G + g) * d.Dk, size_t(d.Dk) * 4);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(n_keys), int(d.Dk), scale, Qm, int(d.Dk), K,
-              int(d.Dk), 0.0f, S, int(n_keys));
+  cpu::attend_query_block(Qm, M, nq, prefix + t0, K, d.Dk, V, d.Dv, n_keys, d.Dk, d.Dv, scale, S, O, row_max, row_sum);
   for (int64_t r = 0; r < M; ++r) {
-    float* row = S + r * n_keys;
-    const int64_t n = prefix + t0 + r % nq + 1;
-    const float m = cpu::max_of(row, n);
-    cpu::exp_shifted_inplace(row, m, n);
-    std::fill(row + n, row + n_keys, 0.0f);
-    inv_l[r] = 1.0f / cpu::sum(row, n);
-  }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(d.Dv), int(n_keys), 1.0f, S, int(n_keys), V,
-              int(d.Dv), 0.0f, O, int(d.Dv));
-  for (int64_t r = 0; r < M; ++r) {
+    const float inv_l = 1.0f / row_sum[r];
     float* o = out + ((sq.q0 + t0 + r % nq) * d.Hq + hk * G + r / nq) * d.Dv;
     const float* src = O + r * d.Dv;
-    for (int64_t i = 0; i < d.Dv; ++i) o[i] = src[i] * inv_l[r];
+    for (int64_t i = 0; i < d.Dv; ++i) o[i] = src[i] * inv_l;
   }
 }
 
