@@ -7,6 +7,8 @@
 // same order with matching shapes; implementations check what they can (dtype, element count)
 // and end the job with a message naming the rank and the call instead of hanging.
 #pragma once
+#include <cstdint>
+#include <span>
 #include <string>
 
 #include "core/tensor/tensor.h"
@@ -29,6 +31,10 @@ class Communicator {
   // out[n] = sum over ranks of in[size * n]'s rank-th block (dim 0).
   virtual void reduce_scatter(Tensor& out, const Tensor& in) = 0;
   virtual void broadcast(Tensor& t, int root) = 0;
+  // Control data in host memory (a step's plan, a configuration): every rank passes the same
+  // count. Kept apart from the tensor collectives so integers never travel as floats and a
+  // device communicator need not stage them through device memory.
+  virtual void broadcast_ints(std::span<int32_t> values, int root) = 0;
   virtual void barrier() = 0;
   virtual void send(const Tensor& t, int dest, int tag) = 0;
   virtual void recv(Tensor& t, int src, int tag) = 0;
@@ -45,6 +51,7 @@ class SoloCommunicator final : public Communicator {
   void all_gather(Tensor& out, const Tensor& in) override { out.copy_from(in.reshape(out.shape())); }
   void reduce_scatter(Tensor& out, const Tensor& in) override { out.copy_from(in.reshape(out.shape())); }
   void broadcast(Tensor&, int) override {}
+  void broadcast_ints(std::span<int32_t>, int) override {}
   void barrier() override {}
   void send(const Tensor&, int, int) override { fail(ErrorCode::invalid_argument, "send on a single-rank communicator"); }
   void recv(Tensor&, int, int) override { fail(ErrorCode::invalid_argument, "recv on a single-rank communicator"); }

@@ -1,6 +1,7 @@
 #include "inference/engine/engine.h"
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <exception>
 
@@ -9,35 +10,6 @@
 
 namespace latte {
 namespace {
-
-// Collectives carry f32 tensors. Every int32 of a plan travels as two 16-bit halves, each an
-// exactly representable float, so no transport (MPI, NCCL, a device copy) can alter a value by
-// treating a bit pattern as a NaN or a denormal.
-void put_ints(std::vector<float>& out, std::span<const int32_t> v) {
-  for (int32_t x : v) {
-    const uint32_t u = uint32_t(x);
-    out.push_back(float(u & 0xFFFFu));
-    out.push_back(float(u >> 16));
-  }
-}
-
-std::vector<int32_t> get_ints(const float* p, int64_t n) {
-  std::vector<int32_t> out(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) out[size_t(i)] = int32_t(uint32_t(p[2 * i]) | (uint32_t(p[2 * i + 1]) << 16));
-  return out;
-}
-
-// Broadcasts `values` (resized to n on non-roots) from rank 0 through the model's backend memory,
-// since a device communicator (NCCL) takes device tensors.
-void broadcast_floats(Communicator& comm, Backend& be, std::vector<float>& values, int64_t n) {
-  values.resize(size_t(n));
-  Tensor host = Tensor::empty({n});
-  std::copy(values.begin(), values.end(), host.f32());
-  Tensor dev = be.to_device(host);
-  comm.broadcast(dev, 0);
-  Tensor back = be.to_host(dev);
-  std::copy(back.f32(), back.f32() + n, values.begin());
-}
 
 constexpr int32_t kHeaderInts = 8;
 enum PlanKind : int32_t { kStop = 0, kStep = 1, kSetup = 2 };
@@ -88,11 +60,8 @@ struct Geometry {
 Geometry agreed_geometry(Transformer& model, const EngineConfig& c, Communicator* tp) {
   Geometry g{engine_num_blocks(model, c), c.block_size, c.cache_dtype};
   if (!tp || tp->size() == 1) return g;
-  std::vector<float> buf;
-  const int32_t header[kHeaderInts] = {kSetup, int32_t(g.num_blocks), g.block_size, int32_t(g.dtype), 0, 0, 0, 0};
-  if (tp->rank() == 0) put_ints(buf, header);
-  broadcast_floats(*tp, model.backend(), buf, 2 * kHeaderInts);
-  const std::vector<int32_t> h = get_ints(buf.data(), kHeaderInts);
+  std::array<int32_t, kHeaderInts> h = {kSetup, int32_t(g.num_blocks), g.block_size, int32_t(g.dtype), 0, 0, 0, 0};
+  tp->broadcast_ints(h, 0);
   LATTE_REQUIRE(h[0] == kSetup, ErrorCode::internal, "engine: rank ", tp->rank(),
                 " expected the cache set-up from rank 0, got message kind ", h[0]);
   return {h[1], h[2], DType(h[3])};
@@ -233,39 +202,34 @@ Tensor Engine::run_forward(const Plan& p) {
 }
 
 void Engine::broadcast_plan(const Plan* p) {
-  std::vector<float> header;
   const int32_t S = p ? int32_t(p->context_len.size()) : 0;
-  const int32_t h[kHeaderInts] = {p ? kStep : kStop,
-                                  p ? int32_t(p->tokens.size()) : 0,
-                                  S,
-                                  p ? int32_t(p->max_blocks) : 0,
-                                  p ? int32_t(p->logit_rows.size()) : 0,
-                                  int32_t(cache_.block_size),
-                                  0,
-                                  0};
-  put_ints(header, h);
-  broadcast_floats(*tp_, model_.backend(), header, 2 * kHeaderInts);
+  std::array<int32_t, kHeaderInts> h = {p ? kStep : kStop,
+                                        p ? int32_t(p->tokens.size()) : 0,
+                                        S,
+                                        p ? int32_t(p->max_blocks) : 0,
+                                        p ? int32_t(p->logit_rows.size()) : 0,
+                                        int32_t(cache_.block_size),
+                                        0,
+                                        0};
+  tp_->broadcast_ints(h, 0);
   if (!p) return;
-  std::vector<float> body;
+  std::vector<int32_t> body;
   for (const auto* v : {&p->tokens, &p->positions, &p->slots, &p->query_start, &p->context_len, &p->block_table,
                         &p->logit_rows})
-    put_ints(body, *v);
-  broadcast_floats(*tp_, model_.backend(), body, int64_t(body.size()));
+    body.insert(body.end(), v->begin(), v->end());
+  tp_->broadcast_ints(body, 0);
 }
 
 bool Engine::receive_plan(Plan& p) {
-  std::vector<float> header;
-  broadcast_floats(*tp_, model_.backend(), header, 2 * kHeaderInts);
-  const std::vector<int32_t> h = get_ints(header.data(), kHeaderInts);
+  std::array<int32_t, kHeaderInts> h{};
+  tp_->broadcast_ints(h, 0);
   if (h[0] == kStop) return false;
   LATTE_REQUIRE(h[0] == kStep && h[5] == cache_.block_size, ErrorCode::internal, "engine: TP rank ", rank_,
                 " got a plan header of kind ", h[0], " for block size ", h[5], " (this rank's cache: ",
                 cache_.block_size, ")");
   const int64_t N = h[1], S = h[2], B = h[3], R = h[4];
-  const int64_t ints = 3 * N + (S + 1) + S + S * B + R;
-  std::vector<float> body;
-  broadcast_floats(*tp_, model_.backend(), body, 2 * ints);
-  const std::vector<int32_t> all = get_ints(body.data(), ints);
+  std::vector<int32_t> all(size_t(3 * N + (S + 1) + S + S * B + R));
+  tp_->broadcast_ints(all, 0);
   auto take = [&, pos = size_t(0)](int64_t n) mutable {
     std::vector<int32_t> out(all.begin() + long(pos), all.begin() + long(pos + size_t(n)));
     pos += size_t(n);

@@ -12,6 +12,7 @@ const char* call_kind_name(CallKind kind) {
     case CallKind::reduce_scatter: return "reduce_scatter";
     case CallKind::broadcast: return "broadcast";
     case CallKind::barrier: return "barrier";
+    case CallKind::broadcast_ints: return "broadcast_ints";
   }
   return "?";
 }

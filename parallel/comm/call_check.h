@@ -26,7 +26,7 @@
 
 namespace latte {
 
-enum class CallKind : int64_t { all_reduce = 1, all_gather, reduce_scatter, broadcast, barrier };
+enum class CallKind : int64_t { all_reduce = 1, all_gather, reduce_scatter, broadcast, barrier, broadcast_ints };
 const char* call_kind_name(CallKind kind);
 
 struct CallSignature {

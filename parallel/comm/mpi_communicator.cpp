@@ -97,6 +97,18 @@ void MpiCommunicator::broadcast(Tensor& t, int root) {
   LATTE_MPI_CHECK(MPI_Bcast(t.raw(), int(t.numel()), MPI_FLOAT, root, comm_));
 }
 
+void MpiCommunicator::broadcast_ints(std::span<int32_t> values, int root) {
+  const int64_t n = int64_t(values.size());
+  WatchedCall call(slot_, "broadcast_ints", n);
+  std::string problem = count_problem(n, "values");
+  if (problem.empty() && (root < 0 || root >= size_))
+    problem = str_cat("root ", root, " is not a rank of this ", size_, "-rank communicator");
+  call.enter("MPI_Allreduce", "call check of ");
+  agree_on_call(comm_, ctx_, where("broadcast_ints"), {CallKind::broadcast_ints, n, root}, problem);
+  call.enter("MPI_Bcast");
+  LATTE_MPI_CHECK(MPI_Bcast(values.data(), int(n), MPI_INT32_T, root, comm_));
+}
+
 void MpiCommunicator::barrier() {
   WatchedCall call(slot_, "barrier", 0);
   call.enter("MPI_Allreduce", "call check of ");

@@ -39,6 +39,7 @@ class MpiCommunicator final : public Communicator {
   void all_gather(Tensor& out, const Tensor& in) override;
   void reduce_scatter(Tensor& out, const Tensor& in) override;
   void broadcast(Tensor& t, int root) override;
+  void broadcast_ints(std::span<int32_t> values, int root) override;
   void barrier() override;
   // Blocking, matched by (source, tag). recv checks that the message has exactly t's size.
   void send(const Tensor& t, int dest, int tag) override;

@@ -1,5 +1,6 @@
 #include "parallel/comm/nccl_communicator.h"
 
+#include <climits>
 #include <exception>
 #include <thread>
 
@@ -126,6 +127,21 @@ void NcclCommunicator::broadcast(Tensor& t, int root) {
   call.enter("ncclBroadcast");
   LATTE_NCCL_CHECK(ncclBroadcast(t.raw(), t.raw(), size_t(t.numel()), ncclFloat32, root, nccl_, stream_));
   wait(call);
+}
+
+void NcclCommunicator::broadcast_ints(std::span<int32_t> values, int root) {
+  // Host control data goes over the MPI duplicate of the group: it is already on the host, and
+  // NCCL takes device buffers only.
+  const int64_t n = int64_t(values.size());
+  WatchedCall call(slot_, "broadcast_ints", n);
+  std::string problem;
+  if (n > INT_MAX) problem = str_cat("values has ", n, " elements, more than MPI's int count limit of ", INT_MAX);
+  if (problem.empty() && (root < 0 || root >= size_))
+    problem = str_cat("root ", root, " is not a rank of this ", size_, "-rank communicator");
+  call.enter("MPI_Allreduce", "call check of ");
+  agree_on_call(mpi_, ctx_, where("broadcast_ints"), {CallKind::broadcast_ints, n, root}, problem);
+  call.enter("MPI_Bcast");
+  LATTE_MPI_CHECK(MPI_Bcast(values.data(), int(n), MPI_INT32_T, root, mpi_));
 }
 
 void NcclCommunicator::barrier() {

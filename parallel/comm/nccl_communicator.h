@@ -46,6 +46,7 @@ class NcclCommunicator final : public Communicator {
   void all_gather(Tensor& out, const Tensor& in) override;
   void reduce_scatter(Tensor& out, const Tensor& in) override;
   void broadcast(Tensor& t, int root) override;
+  void broadcast_ints(std::span<int32_t> values, int root) override;
   void barrier() override;
   void send(const Tensor& t, int dest, int tag) override;
   void recv(Tensor& t, int src, int tag) override;

@@ -103,6 +103,21 @@ TEST(MpiCommunicator, BroadcastFromLastRank) {
   for (int i = 0; i < 5; ++i) EXPECT_EQ(t.f32()[i], float(7 * i) + 0.5f) << "element " << i;
 }
 
+TEST(MpiCommunicator, BroadcastIntsCarriesEveryBitPattern) {
+  ParallelRuntime rt(quiet());
+  Communicator& c = rt.world();
+  const int r = c.rank(), n = c.size();
+  // Values a float transport could alter: above 2^24, negative, and the bit patterns of NaNs and
+  // denormals.
+  const std::vector<int32_t> sent = {0, -1, INT32_MIN, INT32_MAX, (1 << 24) + 1, 0x7FC00001, 0x00000001, -123456789};
+  std::vector<int32_t> v = r == n - 1 ? sent : std::vector<int32_t>(sent.size(), r);
+  c.broadcast_ints(v, n - 1);
+  EXPECT_EQ(v, sent);
+  std::vector<int32_t> shorter(r == 0 ? 3 : 4);
+  expect_error([&] { c.broadcast_ints(shorter, 0); }, ErrorCode::shape_mismatch,
+               "broadcast_ints on mpi world: this rank has");
+}
+
 TEST(MpiCommunicator, Barrier) {
   ParallelRuntime rt(quiet());
   rt.world().barrier();

@@ -29,6 +29,7 @@ class ShapeOnlyCommunicator final : public Communicator {
   void all_gather(Tensor&, const Tensor&) override {}
   void reduce_scatter(Tensor&, const Tensor&) override {}
   void broadcast(Tensor&, int) override {}
+  void broadcast_ints(std::span<int32_t>, int) override {}
   void barrier() override {}
   void send(const Tensor&, int, int) override {}
   void recv(Tensor&, int, int) override {}
