@@ -346,7 +346,7 @@ float cache_at(const Tensor& c, const Tensor* scales, int64_t slot, int64_t slot
   const int64_t k = slot * slot_elems + i;
   if (c.dtype() == DType::f32) return c.f32()[k];
   if (c.dtype() == DType::bf16) return bf16_to_f32(c.u16()[k]);
-  return float(c.i8()[k]) * (scales ? scales->f32()[slot] : 1.0f);  // only an i8 latent cache gets here
+  return float(c.i8()[k]) * (scales ? scales->f32()[slot] : 1.0f);  // only an i8 MLA cache gets here
 }
 
 // The slot of key position p of sequence s.
@@ -408,8 +408,8 @@ void NaiveBackend::paged_attention(Tensor& out, const Tensor& q, const Tensor& k
 }
 
 void NaiveBackend::paged_mla_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat,
-                                       const Tensor& k_rope_cache, const Tensor& latent_cache,
-                                       const Tensor* latent_scales, const PagedBatch& b, float scale) {
+                                       const Tensor& k_rope_cache, const Tensor* k_rope_scales,
+                                       const Tensor& latent_cache, const Tensor* latent_scales, const PagedBatch& b, float scale) {
   const int64_t Hq = q_lat.dim(1), L = q_lat.dim(2), R = q_rope.dim(2), Hkv = k_rope_cache.dim(2),
                 group = Hq / Hkv;
   for (size_t s = 0; s < b.context_len.size(); ++s) {
@@ -425,7 +425,7 @@ void NaiveBackend::paged_mla_attention(Tensor& out, const Tensor& q_rope, const 
           const int64_t slot = paged_slot(b, int64_t(s), j);
           float dot = 0;
           for (int64_t e = 0; e < L; ++e) dot += ql[e] * cache_at(latent_cache, latent_scales, slot, L, e);
-          for (int64_t e = 0; e < R; ++e) dot += qr[e] * cache_at(k_rope_cache, nullptr, slot, Hkv * R, hk * R + e);
+          for (int64_t e = 0; e < R; ++e) dot += qr[e] * cache_at(k_rope_cache, k_rope_scales, slot, Hkv * R, hk * R + e);
           p[size_t(j)] = dot * scale;
           mx = std::max(mx, p[size_t(j)]);
         }

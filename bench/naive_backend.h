@@ -39,8 +39,8 @@ class NaiveBackend final : public Backend {
   void paged_attention(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const PagedBatch& b,
                        float scale) override;
   void paged_mla_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat, const Tensor& k_rope_cache,
-                           const Tensor& latent_cache, const Tensor* latent_scales, const PagedBatch& b,
-                           float scale) override;
+                           const Tensor* k_rope_scales, const Tensor& latent_cache, const Tensor* latent_scales,
+                           const PagedBatch& b, float scale) override;
   void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) override;
   void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate, const Tensor& up) override;
   void cross_entropy_forward(Tensor& losses, const Tensor& logits, std::span<const int32_t> targets) override;

@@ -213,11 +213,11 @@ void ProfilingBackend::paged_attention(Tensor& out, const Tensor& q, const Tenso
   timed("paged_attention", f, [&] { inner_.paged_attention(out, q, k_cache, v_cache, b, scale); });
 }
 void ProfilingBackend::paged_mla_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat,
-                                           const Tensor& k_rope_cache, const Tensor& latent_cache,
-                                           const Tensor* latent_scales, const PagedBatch& b, float scale) {
+                                           const Tensor& k_rope_cache, const Tensor* k_rope_scales,
+                                           const Tensor& latent_cache, const Tensor* latent_scales, const PagedBatch& b, float scale) {
   const double f = 2.0 * double(q_rope.dim(1)) * paged_pairs(b) * double(q_rope.dim(2) + 2 * q_lat.dim(2));
   timed("paged_mla_attention", f, [&] {
-    inner_.paged_mla_attention(out, q_rope, q_lat, k_rope_cache, latent_cache, latent_scales, b, scale);
+    inner_.paged_mla_attention(out, q_rope, q_lat, k_rope_cache, k_rope_scales, latent_cache, latent_scales, b, scale);
   });
 }
 

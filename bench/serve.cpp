@@ -16,8 +16,8 @@
 // --rate R: Poisson arrivals at R requests/s (0: all at once). The model defaults to
 // models/smollm2-135m-hf when present, else stories260K (with --rope-pairs 1 --d-kv 2,4 defaults:
 // head_dim is 8 there). MLA conversions use the "high" RoPE strategy (no calibration text; serving
-// cost does not depend on which pairs are kept). --dtype i8 quantizes the MLA latent; the GQA source
-// cannot hold an i8 cache and runs bf16 then (its JSON line says so).
+// cost does not depend on which pairs are kept). --dtype i8 quantizes the MLA latent and RoPE
+// keys; the GQA source cannot hold an i8 cache and runs bf16 then (its JSON line says so).
 //
 // --duration S (soak test): instead of the fixed workload, keep --requests requests in flight
 // (or Poisson arrivals at --rate) for S seconds per model, and print a JSON line with resident

@@ -37,7 +37,7 @@ void add_perplexity(CLI::App& app) {
   cmd->add_option_function<std::string>(
          "--paged-cache",
          [o](const std::string& v) { o->ppl.paged_cache = dtype_from_name(v); },
-         "run through the serving engine's paged KV cache in this dtype: f32, bf16, or i8 (MLA latent)")
+         "run through the serving engine's paged KV cache in this dtype: f32, bf16, or i8 (MLA latent and RoPE keys)")
       ->check(CLI::IsMember({"f32", "bf16", "i8"}));
   cmd->add_flag("--json", o->json, "print the result as one JSON line");
   cmd->add_flag("-q,--quiet", o->quiet, "no progress on stderr");

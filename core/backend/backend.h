@@ -152,12 +152,14 @@ class Backend {
   virtual void paged_attention(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                                const PagedBatch& b, float scale) = 0;
   // mla_absorbed_attention over a paged cache: q_rope[N, Hq, R], q_lat[N, Hq, L], k_rope_cache
-  // [num_blocks, block_size, Hkv, R] (f32 or bf16), latent_cache [num_blocks, block_size, L] (f32,
-  // bf16, or i8 with latent_scales [num_blocks, block_size]; latent_scales only for i8) ->
-  // out[N, Hq, L] ("="), the attention-weighted sum of the (dequantized) latents.
+  // [num_blocks, block_size, Hkv, R], latent_cache [num_blocks, block_size, L] -> out[N, Hq, L]
+  // ("="), the attention-weighted sum of the (dequantized) latents. Each cache is f32, bf16, or
+  // i8 with its scales [num_blocks, block_size] (as paged_cache_write wrote them; only i8 takes
+  // scales).
   virtual void paged_mla_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat,
-                                   const Tensor& k_rope_cache, const Tensor& latent_cache,
-                                   const Tensor* latent_scales, const PagedBatch& b, float scale) = 0;
+                                   const Tensor& k_rope_cache, const Tensor* k_rope_scales,
+                                   const Tensor& latent_cache, const Tensor* latent_scales, const PagedBatch& b,
+                                   float scale) = 0;
 
   // Vocabulary-parallel embedding: this rank's table holds rows [vocab_begin, vocab_begin + V) of
   // the whole vocabulary. out[t] = table[tokens[t] - vocab_begin] when the id falls in the slice,

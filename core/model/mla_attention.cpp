@@ -191,14 +191,16 @@ void mla_attention_paged(const AttentionContext& a, const Tensor& xn, const Page
   const size_t l = size_t(a.layer);
   Tensor latent, k_rope;
   project_kv(a, xn, step.positions, d, latent, k_rope);
-  Tensor* scales = cache.latent_scale.empty() ? nullptr : &cache.latent_scale[l];
-  be.paged_cache_write(cache.latent[l], scales, latent, step.slots);
-  be.paged_cache_write(cache.k_rope[l], nullptr, k_rope, step.slots);
+  Tensor* latent_scales = cache.latent_scale.empty() ? nullptr : &cache.latent_scale[l];
+  Tensor* k_rope_scales = cache.k_rope_scale.empty() ? nullptr : &cache.k_rope_scale[l];
+  be.paged_cache_write(cache.latent[l], latent_scales, latent, step.slots);
+  be.paged_cache_write(cache.k_rope[l], k_rope_scales, k_rope, step.slots);
   const Tensor q = project_q(a, xn, step.positions, d);
   Tensor q_rope, q_lat;
   fold_queries(a, q, N, d, q_rope, q_lat);
   Tensor o_lat = be.empty({N, d.Hq, d.L});
-  be.paged_mla_attention(o_lat, q_rope, q_lat, cache.k_rope[l], cache.latent[l], scales, step.batch, a.scale);
+  be.paged_mla_attention(o_lat, q_rope, q_lat, cache.k_rope[l], k_rope_scales, cache.latent[l], latent_scales, step.batch,
+                         a.scale);
   unfold_output(a, o_lat, N, d, att);
 }
 

@@ -11,7 +11,7 @@ void check_dtype(const ModelConfig& c, DType dtype) {
   LATTE_REQUIRE(dtype == DType::f32 || dtype == DType::bf16 || dtype == DType::i8, ErrorCode::invalid_argument,
                 "paged KV cache: dtype ", dtype_name(dtype), " is not one of f32, bf16, i8");
   LATTE_REQUIRE(dtype != DType::i8 || c.is_mla(), ErrorCode::invalid_argument,
-                "paged KV cache: an i8 cache quantizes the MLA latent; this is a ", c.architecture,
+                "paged KV cache: an i8 cache quantizes the MLA latent and RoPE keys; this is a ", c.architecture,
                 " model (use f32 or bf16)");
 }
 
@@ -20,7 +20,6 @@ struct TokenLayout {
   int64_t kv = 0;      // llama: k and v each
   int64_t latent = 0;  // MLA
   int64_t rope = 0;    // MLA RoPE keys
-  DType rope_dtype = DType::f32;
 };
 
 TokenLayout token_layout(const ModelConfig& c, DType dtype, const TpLayout& tp) {
@@ -28,7 +27,6 @@ TokenLayout token_layout(const ModelConfig& c, DType dtype, const TpLayout& tp) 
   if (c.is_mla()) {
     t.latent = c.kv_lora_rank();
     t.rope = tp.kv_heads * c.rope_dim();
-    t.rope_dtype = dtype == DType::i8 ? DType::f32 : dtype;
   } else {
     t.kv = tp.kv_heads * c.head_dim;
   }
@@ -40,9 +38,8 @@ TokenLayout token_layout(const ModelConfig& c, DType dtype, const TpLayout& tp) 
 int64_t PagedKvCache::bytes_per_block(const ModelConfig& c, int64_t block_size, DType dtype, const TpLayout& tp) {
   check_dtype(c, dtype);
   const TokenLayout t = token_layout(c, dtype, tp);
-  int64_t per_token = 2 * t.kv * int64_t(dtype_size(dtype)) + t.latent * int64_t(dtype_size(dtype)) +
-                      t.rope * int64_t(dtype_size(t.rope_dtype));
-  if (dtype == DType::i8) per_token += int64_t(sizeof(float));  // the latent's scale
+  int64_t per_token = (2 * t.kv + t.latent + t.rope) * int64_t(dtype_size(dtype));
+  if (dtype == DType::i8) per_token += 2 * int64_t(sizeof(float));  // the latent's and the RoPE keys' scales
   return per_token * block_size * c.n_layers;
 }
 
@@ -81,8 +78,11 @@ PagedKvCache PagedKvCache::create(const ModelConfig& c, int64_t num_blocks, int6
   for (int64_t l = 0; l < c.n_layers; ++l) {
     if (c.is_mla()) {
       cache.latent.push_back(zeros({num_blocks, block_size, t.latent}, dtype));
-      cache.k_rope.push_back(zeros({num_blocks, block_size, tp.kv_heads, c.rope_dim()}, t.rope_dtype));
-      if (dtype == DType::i8) cache.latent_scale.push_back(be.zeros({num_blocks, block_size}));
+      cache.k_rope.push_back(zeros({num_blocks, block_size, tp.kv_heads, c.rope_dim()}, dtype));
+      if (dtype == DType::i8) {
+        cache.latent_scale.push_back(be.zeros({num_blocks, block_size}));
+        cache.k_rope_scale.push_back(be.zeros({num_blocks, block_size}));
+      }
     } else {
       cache.k.push_back(zeros({num_blocks, block_size, tp.kv_heads, c.head_dim}, dtype));
       cache.v.push_back(zeros({num_blocks, block_size, tp.kv_heads, c.head_dim}, dtype));
@@ -93,7 +93,7 @@ PagedKvCache PagedKvCache::create(const ModelConfig& c, int64_t num_blocks, int6
 
 int64_t PagedKvCache::bytes() const {
   int64_t n = 0;
-  for (const auto* list : {&k, &v, &latent, &k_rope, &latent_scale})
+  for (const auto* list : {&k, &v, &latent, &k_rope, &latent_scale, &k_rope_scale})
     for (const Tensor& t : *list) n += int64_t(t.nbytes());
   return n;
 }

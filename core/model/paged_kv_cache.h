@@ -4,10 +4,10 @@
 //   llama: k[l], v[l]     [num_blocks, block_size, Hkv, hd]   this rank's KV heads, after RoPE
 //   MLA:   latent[l]      [num_blocks, block_size, L]          replicated on every TP rank
 //          k_rope[l]      [num_blocks, block_size, Hkv, R]     this rank's KV heads, after RoPE
-//          latent_scale[l] [num_blocks, block_size] f32        only for an i8 latent
-// Element type: f32 or bf16 for everything, or i8 for the MLA latent (one symmetric scale per
-// token; the RoPE keys stay f32, they are 2r of the n_kv(2r + d_kv) elements). f32 is exact:
-// paged attention over it gives the contiguous cache's results.
+//          latent_scale[l], k_rope_scale[l] [num_blocks, block_size] f32   only for i8
+// Element type: f32 or bf16 for everything, or i8 for MLA (the latent and the RoPE keys each with
+// one symmetric scale per token: 8 bytes per token and layer beside the int8 elements). f32 is
+// exact: paged attention over it gives the contiguous cache's results.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -21,7 +21,7 @@ namespace latte {
 
 struct PagedKvCache {
   std::vector<Tensor> k, v;                           // llama
-  std::vector<Tensor> latent, k_rope, latent_scale;  // MLA (latent_scale: i8 only)
+  std::vector<Tensor> latent, k_rope, latent_scale, k_rope_scale;  // MLA (the scales: i8 only)
   int64_t num_blocks = 0, block_size = 0;
   DType dtype = DType::f32;
 

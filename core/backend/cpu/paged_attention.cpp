@@ -215,6 +215,23 @@ struct CacheView {
   }
 };
 
+// A cache's dtype (f32, bf16, or i8 with scales [num_blocks, block_size]) and its scales: only i8
+// takes them.
+void require_cache_dtype(const Tensor& cache, const Tensor* scales, int64_t num_blocks, int64_t block_size,
+                         const char* op, const char* name, const char* scales_name) {
+  const DType dt = cache.dtype();
+  LATTE_REQUIRE(dt == DType::f32 || dt == DType::bf16 || dt == DType::i8, ErrorCode::shape_mismatch, op, ": ",
+                name, ": expected dtype f32, bf16 or i8, got ", dtype_name(dt));
+  if (dt == DType::i8) {
+    LATTE_REQUIRE(scales != nullptr, ErrorCode::invalid_argument, op, ": an i8 ", name, " needs ", scales_name,
+                  " [num_blocks, block_size]");
+    cpu::require_f32(*scales, {num_blocks, block_size}, op, scales_name);
+  } else {
+    LATTE_REQUIRE(scales == nullptr, ErrorCode::invalid_argument, op, ": ", scales_name, " are only for an i8 ",
+                  name, " (", name, " is ", dtype_name(dt), ")");
+  }
+}
+
 CacheView cache_view(const Tensor& t, const Tensor* scales) {
   return {t.raw(), t.dtype(), t.numel() / std::max<int64_t>(t.dim(0) * t.dim(1), 1),
           scales ? scales->f32() : nullptr};
@@ -394,9 +411,8 @@ void CpuBackend::paged_cache_write(Tensor& cache, Tensor* scales, const Tensor& 
                 shape_str(cache.shape()));
   cpu::require_contiguous(cache, op, "cache");
   const DType dt = cache.dtype();
-  LATTE_REQUIRE(dt == DType::f32 || dt == DType::bf16 || dt == DType::i8, ErrorCode::shape_mismatch, op,
-                ": cache: expected dtype f32, bf16 or i8, got ", dtype_name(dt));
   const int64_t num_blocks = cache.dim(0), block_size = cache.dim(1), num_slots = num_blocks * block_size;
+  require_cache_dtype(cache, scales, num_blocks, block_size, op, "cache", "scales");
   const int64_t N = rows.ndim() >= 1 ? rows.dim(0) : 0;
   Shape want(cache.shape());
   want.erase(want.begin());
@@ -404,14 +420,6 @@ void CpuBackend::paged_cache_write(Tensor& cache, Tensor* scales, const Tensor& 
   cpu::require_f32(rows, want, op, "rows");
   LATTE_REQUIRE(int64_t(slots.size()) == N, ErrorCode::shape_mismatch, op, ": slots has ", slots.size(),
                 " entries but rows has ", N, " rows");
-  if (dt == DType::i8) {
-    LATTE_REQUIRE(scales != nullptr, ErrorCode::invalid_argument, op,
-                  ": an i8 cache needs scales [num_blocks, block_size]");
-    cpu::require_f32(*scales, {num_blocks, block_size}, op, "scales");
-  } else {
-    LATTE_REQUIRE(scales == nullptr, ErrorCode::invalid_argument, op, ": scales are only for an i8 cache (cache is ",
-                  dtype_name(dt), ")");
-  }
   for (size_t n = 0; n < slots.size(); ++n)
     LATTE_REQUIRE(slots[n] >= 0 && slots[n] < num_slots, ErrorCode::invalid_argument, op, ": slots[", n, "] = ",
                   slots[n], " is outside [0, ", num_slots, ") (", num_blocks, " blocks of ", block_size, ")");
@@ -553,8 +561,9 @@ void CpuBackend::paged_attention(Tensor& out, const Tensor& q, const Tensor& k_c
 // ---- paged_mla_attention ------------------------------------------------------------------------
 
 void CpuBackend::paged_mla_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat,
-                                     const Tensor& k_rope_cache, const Tensor& latent_cache,
-                                     const Tensor* latent_scales, const PagedBatch& b, float scale) {
+                                     const Tensor& k_rope_cache, const Tensor* k_rope_scales,
+                                     const Tensor& latent_cache, const Tensor* latent_scales, const PagedBatch& b,
+                                     float scale) {
   const char* op = "paged_mla_attention";
   cpu::require_rank(q_lat, 3, "[N, Hq, L]", op, "q_lat");
   cpu::require_rank(q_rope, 3, "[N, Hq, R]", op, "q_rope");
@@ -564,20 +573,10 @@ void CpuBackend::paged_mla_attention(Tensor& out, const Tensor& q_rope, const Te
   const int64_t num_blocks = latent_cache.dim(0), block_size = latent_cache.dim(1), Hkv = k_rope_cache.dim(2);
   cpu::require_f32(q_lat, {N, Hq, L}, op, "q_lat");
   cpu::require_f32(q_rope, {N, Hq, R}, op, "q_rope");
-  cpu::require_weight_dtype(k_rope_cache, op, "k_rope_cache");
+  require_cache_dtype(k_rope_cache, k_rope_scales, num_blocks, block_size, op, "k_rope_cache", "k_rope_scales");
   cpu::require_shape(k_rope_cache, {num_blocks, block_size, Hkv, R}, op, "k_rope_cache");
-  const DType lt = latent_cache.dtype();
-  LATTE_REQUIRE(lt == DType::f32 || lt == DType::bf16 || lt == DType::i8, ErrorCode::shape_mismatch, op,
-                ": latent_cache: expected dtype f32, bf16 or i8, got ", dtype_name(lt));
+  require_cache_dtype(latent_cache, latent_scales, num_blocks, block_size, op, "latent_cache", "latent_scales");
   cpu::require_shape(latent_cache, {num_blocks, block_size, L}, op, "latent_cache");
-  if (lt == DType::i8) {
-    LATTE_REQUIRE(latent_scales != nullptr, ErrorCode::invalid_argument, op,
-                  ": an i8 latent_cache needs latent_scales [num_blocks, block_size]");
-    cpu::require_f32(*latent_scales, {num_blocks, block_size}, op, "latent_scales");
-  } else {
-    LATTE_REQUIRE(latent_scales == nullptr, ErrorCode::invalid_argument, op,
-                  ": latent_scales are only for an i8 latent_cache (latent_cache is ", dtype_name(lt), ")");
-  }
   LATTE_REQUIRE(Hkv > 0 && Hq % Hkv == 0, ErrorCode::shape_mismatch, op, ": Hq = ", Hq,
                 " query heads is not a multiple of Hkv = ", Hkv, " KV heads (q_rope ", shape_str(q_rope.shape()),
                 ", k_rope_cache ", shape_str(k_rope_cache.shape()), ")");
@@ -585,7 +584,7 @@ void CpuBackend::paged_mla_attention(Tensor& out, const Tensor& q_rope, const Te
   const std::vector<Seq> seqs = check_batch(b, N, num_blocks, block_size, op);
   const int64_t G = Hq / Hkv;
 
-  const CacheView kc = cache_view(k_rope_cache, nullptr), lc = cache_view(latent_cache, latent_scales);
+  const CacheView kc = cache_view(k_rope_cache, k_rope_scales), lc = cache_view(latent_cache, latent_scales);
   const float* qr = q_rope.f32();
   const float* ql = q_lat.f32();
   float* o_p = out.f32();

@@ -371,8 +371,9 @@ Vec paged_attention(const Vec& q, const Vec& k_cache, const Vec& v_cache, const 
   return out;
 }
 
-Vec paged_mla_attention(const Vec& q_rope, const Vec& q_lat, const Vec& k_rope_cache, const Vec& latent_cache,
-                        const Vec& latent_scales, const PagedLayout& p, const PagedMlaShape& s, double scale) {
+Vec paged_mla_attention(const Vec& q_rope, const Vec& q_lat, const Vec& k_rope_cache, const Vec& k_rope_scales,
+                        const Vec& latent_cache, const Vec& latent_scales, const PagedLayout& p,
+                        const PagedMlaShape& s, double scale) {
   const int64_t N = s.N;
   expect_size(q_lat, N * s.Hq * s.L, "paged_mla_attention", "q_lat");
   expect_size(q_rope, N * s.Hq * s.R, "paged_mla_attention", "q_rope");
@@ -381,6 +382,10 @@ Vec paged_mla_attention(const Vec& q_rope, const Vec& q_lat, const Vec& k_rope_c
   auto latent = [&](int64_t slot, int64_t e) {
     const double x = latent_cache[size_t(slot * s.L + e)];
     return latent_scales.empty() ? x : x * latent_scales[size_t(slot)];
+  };
+  auto k_rope = [&](int64_t slot, int64_t hk, int64_t e) {
+    const double x = k_rope_cache[size_t((slot * s.Hkv + hk) * s.R + e)];
+    return k_rope_scales.empty() ? x : x * k_rope_scales[size_t(slot)];
   };
   Vec out(size_t(N * s.Hq * s.L), 0.0);
   for (size_t sq = 0; sq < p.context_len.size(); ++sq) {
@@ -393,7 +398,7 @@ Vec paged_mla_attention(const Vec& q_rope, const Vec& q_lat, const Vec& k_rope_c
           const int64_t slot = paged_slot(p, int64_t(sq), j);
           double dot = 0;
           for (int64_t e = 0; e < s.R; ++e)
-            dot += q_rope[size_t((row * s.Hq + h) * s.R + e)] * k_rope_cache[size_t((slot * s.Hkv + hk) * s.R + e)];
+            dot += q_rope[size_t((row * s.Hq + h) * s.R + e)] * k_rope(slot, hk, e);
           for (int64_t e = 0; e < s.L; ++e) dot += q_lat[size_t((row * s.Hq + h) * s.L + e)] * latent(slot, e);
           sc[size_t(j)] = scale * dot;
         }

@@ -112,14 +112,14 @@ struct PagedAttentionShape {
 Vec paged_attention(const Vec& q, const Vec& k_cache, const Vec& v_cache, const PagedLayout& p,
                     const PagedAttentionShape& s, double scale);
 // Absorbed MLA over a ragged batch: q_rope[N,Hq,R], q_lat[N,Hq,L], k_rope_cache [num_slots,Hkv,R],
-// latent_cache [num_slots,L] (times latent_scales[slot] when latent_scales is non-empty: an i8
-// cache's codes) -> out[N,Hq,L] = sum_j softmax_j(scale (q_rope . k_rope_j + q_lat . latent_j))
-// latent_j.
+// latent_cache [num_slots,L] (each times its scales[slot] when those are non-empty: an i8 cache's
+// codes) -> out[N,Hq,L] = sum_j softmax_j(scale (q_rope . k_rope_j + q_lat . latent_j)) latent_j.
 struct PagedMlaShape {
   int64_t N, Hq, Hkv, R, L;
 };
-Vec paged_mla_attention(const Vec& q_rope, const Vec& q_lat, const Vec& k_rope_cache, const Vec& latent_cache,
-                        const Vec& latent_scales, const PagedLayout& p, const PagedMlaShape& s, double scale);
+Vec paged_mla_attention(const Vec& q_rope, const Vec& q_lat, const Vec& k_rope_cache, const Vec& k_rope_scales,
+                        const Vec& latent_cache, const Vec& latent_scales, const PagedLayout& p,
+                        const PagedMlaShape& s, double scale);
 
 // ---- swiglu: h = silu(gate) * up, elementwise ----
 Vec swiglu_forward(const Vec& gate, const Vec& up);

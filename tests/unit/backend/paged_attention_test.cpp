@@ -4,8 +4,8 @@
 //    (n_s = 1), short chunks (n_s < 8, the row form) and prefill chunks (n_s >= 8, the blocked form,
 //    one crossing the 64-query block edge) after a cached prefix, a sequence with no query rows,
 //    block ids scattered over the cache (a shuffled pool, -1 padding in the table), block sizes 1,
-//    4, 8 and 16, GQA groups 1, 3 and 4 (and MHA), f32 and bf16 caches, an i8 latent cache, with 1
-//    and 2 threads so both the fused and the split row form run. Slots no sequence uses hold NaN
+//    4, 8 and 16, GQA groups 1, 3 and 4 (and MHA), f32 and bf16 caches, i8 MLA caches (latent and
+//    RoPE keys), with 1 and 2 threads so both the fused and the split row form run. Slots no sequence uses hold NaN
 //    (NaN scales for i8), so a read outside the table shows up.
 //    Inputs are unit normals and scale = 1/sqrt(score width), so scores are O(1) and outputs are
 //    convex mixes of cache rows; f32 dots over <= 72 terms and sums over <= 400 keys gave errors
@@ -15,7 +15,7 @@
 //    blocked form vs its blocked form). paged_mla_attention equals mla_absorbed_attention only to
 //    2e-6 + 2e-6 relative (6.6e-7 seen): mla_absorbed_attention uses std::exp and a sequential sum
 //    where the paged op uses attention_forward's vectorised exp and tree sum. A bf16 cache equals
-//    an f32 cache holding the same values bit for bit, an i8 latent cache one holding q * scale.
+//    an f32 cache holding the same values bit for bit, an i8 cache one holding q * scale.
 //  - bit-identical results with 1 and 2 OpenMP threads, on sizes above the OpenMP thresholds.
 //  - i8 writes: |x - q * scale| <= scale / 2 per element, the reference's scale and codes.
 //  - bad inputs throw with messages naming the argument, the sequence and the value.
@@ -366,17 +366,19 @@ TEST(PagedMlaAttention, MatchesReference) {
   ThreadCount::set(2, 1);
   uint64_t seed = 2200;
   const std::pair<DType, DType> dtypes[] = {
-      {DType::f32, DType::f32}, {DType::bf16, DType::bf16}, {DType::f32, DType::i8}, {DType::bf16, DType::i8}};
+      {DType::f32, DType::f32}, {DType::bf16, DType::bf16}, {DType::f32, DType::i8}, {DType::bf16, DType::i8},
+      {DType::i8, DType::i8}, {DType::i8, DType::f32}};
   for (const MlaCase& c : kMlaCases)
     for (const auto& [kd, ld] : dtypes) {
       SCOPED_TRACE(testing::Message() << "Hq=" << c.Hq << " Hkv=" << c.Hkv << " R=" << c.R << " L=" << c.L
                                       << " k_rope " << dtype_name(kd) << " latent " << dtype_name(ld));
       const MlaInputs in = make_mla(be, c, kd, ld, seed++);
       Tensor out = nan_f32({in.l.N, c.Hq, c.L});
-      be.paged_mla_attention(out, in.q_rope, in.q_lat, in.k_rope.t, in.latent.t, in.latent.scales_ptr(), in.l.batch(),
-                             in.scale);
+      be.paged_mla_attention(out, in.q_rope, in.q_lat, in.k_rope.t, in.k_rope.scales_ptr(), in.latent.t,
+                             in.latent.scales_ptr(), in.l.batch(), in.scale);
       const Vec want = ref::paged_mla_attention(to_f64(in.q_rope), to_f64(in.q_lat), to_f64(in.k_rope.t),
-                                                to_f64(in.latent.t), scales_f64(in.latent), in.l.ref_layout(),
+                                                scales_f64(in.k_rope), to_f64(in.latent.t), scales_f64(in.latent),
+                                                in.l.ref_layout(),
                                                 {.N = in.l.N, .Hq = c.Hq, .Hkv = c.Hkv, .R = c.R, .L = c.L},
                                                 double(in.scale));
       EXPECT_TRUE(all_close(out, want, kAtol, kRtol));
@@ -392,7 +394,7 @@ TEST(PagedMlaAttention, MatchesContiguousAbsorbedAttention) {
     SCOPED_TRACE(testing::Message() << "Hq=" << c.Hq << " Hkv=" << c.Hkv << " R=" << c.R << " L=" << c.L);
     const MlaInputs in = make_mla(be, c, DType::f32, DType::f32, seed++);
     Tensor out = nan_f32({in.l.N, c.Hq, c.L});
-    be.paged_mla_attention(out, in.q_rope, in.q_lat, in.k_rope.t, in.latent.t, nullptr, in.l.batch(), in.scale);
+    be.paged_mla_attention(out, in.q_rope, in.q_lat, in.k_rope.t, nullptr, in.latent.t, nullptr, in.l.batch(), in.scale);
     for (size_t s = 0; s < c.seqs.size(); ++s) {
       const int64_t q0 = in.l.query_start[s], n = c.seqs[s].n, ctx = c.seqs[s].ctx;
       if (n == 0) continue;
@@ -413,11 +415,11 @@ TEST(PagedMlaAttention, QuantizedCachesEqualF32CachesOfTheSameValues) {
   const MlaCase& c = kMlaCases[2];
   for (DType ld : {DType::bf16, DType::i8}) {
     SCOPED_TRACE(dtype_name(ld));
-    const MlaInputs in = make_mla(be, c, DType::bf16, ld, 2270);
+    const MlaInputs in = make_mla(be, c, ld, ld, 2270);
     Tensor out = nan_f32({in.l.N, c.Hq, c.L}), out32 = nan_f32({in.l.N, c.Hq, c.L});
-    be.paged_mla_attention(out, in.q_rope, in.q_lat, in.k_rope.t, in.latent.t, in.latent.scales_ptr(), in.l.batch(),
-                           in.scale);
-    be.paged_mla_attention(out32, in.q_rope, in.q_lat, dequantized(in.k_rope), dequantized(in.latent), nullptr,
+    be.paged_mla_attention(out, in.q_rope, in.q_lat, in.k_rope.t, in.k_rope.scales_ptr(), in.latent.t,
+                           in.latent.scales_ptr(), in.l.batch(), in.scale);
+    be.paged_mla_attention(out32, in.q_rope, in.q_lat, dequantized(in.k_rope), nullptr, dequantized(in.latent), nullptr,
                            in.l.batch(), in.scale);
     EXPECT_TRUE(bit_equal(out, out32));
   }
@@ -437,17 +439,17 @@ TEST(PagedDeterminism, BitIdenticalForOneAndTwoThreads) {
   const Cache k = make_cache(be, rng, l, {3, 64}, DType::f32), v = make_cache(be, rng, l, {3, 64}, DType::bf16);
   const Cache k1 = make_cache(be, rng, l1, {3, 64}, DType::bf16), v1 = make_cache(be, rng, l1, {3, 64}, DType::f32);
   Tensor q = random_f32(rng, {l.N, 9, 64}), q1 = random_f32(rng, {1, 9, 64});
-  const MlaInputs mla = make_mla(be, {9, 3, 16, 96, 16, seqs}, DType::bf16, DType::i8, 2301);
+  const MlaInputs mla = make_mla(be, {9, 3, 16, 96, 16, seqs}, DType::i8, DType::i8, 2301);
   const MlaInputs mla1 = make_mla(be, {9, 3, 16, 96, 16, one_row}, DType::f32, DType::bf16, 2303);
   auto run = [&] {
     Tensor out = nan_f32({l.N, 9, 64}), out1 = nan_f32({1, 9, 64});
     Tensor out_mla = nan_f32({mla.l.N, 9, 96}), out_mla1 = nan_f32({1, 9, 96});
     be.paged_attention(out, q, k.t, v.t, l.batch(), 0.125f);
     be.paged_attention(out1, q1, k1.t, v1.t, l1.batch(), 0.125f);
-    be.paged_mla_attention(out_mla, mla.q_rope, mla.q_lat, mla.k_rope.t, mla.latent.t, mla.latent.scales_ptr(),
-                           mla.l.batch(), mla.scale);
-    be.paged_mla_attention(out_mla1, mla1.q_rope, mla1.q_lat, mla1.k_rope.t, mla1.latent.t, nullptr, mla1.l.batch(),
-                           mla1.scale);
+    be.paged_mla_attention(out_mla, mla.q_rope, mla.q_lat, mla.k_rope.t, mla.k_rope.scales_ptr(), mla.latent.t,
+                           mla.latent.scales_ptr(), mla.l.batch(), mla.scale);
+    be.paged_mla_attention(out_mla1, mla1.q_rope, mla1.q_lat, mla1.k_rope.t, nullptr, mla1.latent.t, nullptr,
+                           mla1.l.batch(), mla1.scale);
     return std::vector<Tensor>{out, out1, out_mla, out_mla1};
   };
   ThreadCount restore;
@@ -575,32 +577,38 @@ TEST(PagedMlaAttention, BadInputsThrow) {
   Tensor out = Tensor::zeros({3, 4, 8});
   const BadBatch valid;
   const PagedBatch ok = valid.batch();
-  be.paged_mla_attention(out, q_rope, q_lat, k_rope, lat, nullptr, ok, 1.0f);  // the valid baseline
+  be.paged_mla_attention(out, q_rope, q_lat, k_rope, nullptr, lat, nullptr, ok, 1.0f);  // the valid baseline
   Tensor lat8 = Tensor::zeros({4, 2, 8}, DType::i8), scales = Tensor::zeros({4, 2});
-  be.paged_mla_attention(out, q_rope, q_lat, k_rope, lat8, &scales, ok, 1.0f);
-  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out, q_rope, q_lat, k_rope, lat8, nullptr, ok, 1.0f); },
+  be.paged_mla_attention(out, q_rope, q_lat, k_rope, nullptr, lat8, &scales, ok, 1.0f);
+  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out, q_rope, q_lat, k_rope, nullptr, lat8, nullptr, ok, 1.0f); },
                            ErrorCode::invalid_argument, "an i8 latent_cache needs latent_scales"));
-  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out, q_rope, q_lat, k_rope, lat, &scales, ok, 1.0f); },
+  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out, q_rope, q_lat, k_rope, nullptr, lat, &scales, ok, 1.0f); },
                            ErrorCode::invalid_argument, "latent_scales are only for an i8 latent_cache"));
   Tensor scales_bad = Tensor::zeros({4, 3});
-  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out, q_rope, q_lat, k_rope, lat8, &scales_bad, ok, 1.0f); },
+  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out, q_rope, q_lat, k_rope, nullptr, lat8, &scales_bad, ok, 1.0f); },
                            ErrorCode::shape_mismatch, "latent_scales: expected shape [4, 2]"));
+  Tensor k_rope8 = Tensor::zeros({4, 2, 2, 2}, DType::i8);
+  be.paged_mla_attention(out, q_rope, q_lat, k_rope8, &scales, lat8, &scales, ok, 1.0f);
+  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out, q_rope, q_lat, k_rope8, nullptr, lat, nullptr, ok, 1.0f); },
+                           ErrorCode::invalid_argument, "an i8 k_rope_cache needs k_rope_scales"));
+  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out, q_rope, q_lat, k_rope, &scales, lat, nullptr, ok, 1.0f); },
+                           ErrorCode::invalid_argument, "k_rope_scales are only for an i8 k_rope_cache"));
   Tensor lat_l = Tensor::zeros({4, 2, 9});
-  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out, q_rope, q_lat, k_rope, lat_l, nullptr, ok, 1.0f); },
+  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out, q_rope, q_lat, k_rope, nullptr, lat_l, nullptr, ok, 1.0f); },
                            ErrorCode::shape_mismatch, "latent_cache: expected shape [4, 2, 8]"));
   Tensor k_rope3 = Tensor::zeros({4, 2, 3, 2});
-  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out, q_rope, q_lat, k_rope3, lat, nullptr, ok, 1.0f); },
+  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out, q_rope, q_lat, k_rope3, nullptr, lat, nullptr, ok, 1.0f); },
                            ErrorCode::shape_mismatch, "Hq = 4 query heads is not a multiple of Hkv = 3"));
   Tensor k_rope_r = Tensor::zeros({4, 2, 2, 3});
-  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out, q_rope, q_lat, k_rope_r, lat, nullptr, ok, 1.0f); },
+  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out, q_rope, q_lat, k_rope_r, nullptr, lat, nullptr, ok, 1.0f); },
                            ErrorCode::shape_mismatch, "k_rope_cache: expected shape [4, 2, 2, 2]"));
   BadBatch b;
   b.block_table[3] = 9;
-  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out, q_rope, q_lat, k_rope, lat, nullptr, b.batch(), 1.0f); },
+  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out, q_rope, q_lat, k_rope, nullptr, lat, nullptr, b.batch(), 1.0f); },
                            ErrorCode::invalid_argument,
                            "paged_mla_attention: sequence 1: block_table[1 * max_blocks + 0] = 9 is outside [0, 4)"));
   Tensor out_bad = Tensor::zeros({3, 4, 2});
-  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out_bad, q_rope, q_lat, k_rope, lat, nullptr, ok, 1.0f); },
+  EXPECT_TRUE(throws_error([&] { be.paged_mla_attention(out_bad, q_rope, q_lat, k_rope, nullptr, lat, nullptr, ok, 1.0f); },
                            ErrorCode::shape_mismatch, "out: expected shape [3, 4, 8]"));
 }
 

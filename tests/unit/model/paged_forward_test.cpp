@@ -133,7 +133,7 @@ TEST_P(PagedForwardTest, Bf16CacheStaysWithinItsRounding) {
 INSTANTIATE_TEST_SUITE_P(Cases, PagedForwardTest, ::testing::ValuesIn(kCases),
                          [](const auto& info) { return std::string(info.param.name); });
 
-TEST(PagedForwardTest, I8LatentIsCloseAndOnlyForMla) {
+TEST(PagedForwardTest, I8CacheIsCloseAndOnlyForMla) {
   for (const Case& k : kCases) {
     const ModelConfig c = test::tiny_config(k);
     Transformer model(c, test::random_weights(c, 7), cpu_backend());
@@ -142,7 +142,7 @@ TEST(PagedForwardTest, I8LatentIsCloseAndOnlyForMla) {
       continue;
     }
     const double err = worst_error(c, model, DType::i8);
-    EXPECT_LT(err, 5e-2) << k.name;  // 1/254 of each latent row's largest element
+    EXPECT_LT(err, 5e-2) << k.name;  // 1/254 of each latent and RoPE-key row's largest element
     EXPECT_GT(err, 0.0) << k.name;
   }
 }
