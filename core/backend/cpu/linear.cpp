@@ -23,6 +23,8 @@
 // M == 1 (decode) skips BLAS: y[n] is one dot per output (OpenMP over n; bf16 is widened inside
 // the dot, so w is read once at 2 bytes a weight), dx a column-blocked sum over n in index order,
 // dw a rank-1 update. f32 runs at cblas_sgemv's speed (both bound by reading w).
+// 2 <= M <= cpu::kSkinnyMaxRows (batched decode) skips BLAS too: skinny_gemm.h reads w in place
+// where sgemm would copy (pack) all of it every call.
 // linear_forward_group runs several products that read one x (q/k/v, gate/up) as one OpenMP loop:
 // at M == 1 over all their rows, above it over all their tiles (each weight cut as alone).
 #include <cblas.h>
@@ -38,6 +40,7 @@
 #include "core/backend/cpu/cpu_common.h"
 #include "core/backend/cpu/gemm_tiles.h"
 #include "core/backend/cpu/quantized_linear.h"
+#include "core/backend/cpu/skinny_gemm.h"
 
 namespace latte {
 namespace {
@@ -251,6 +254,11 @@ void CpuBackend::linear_forward(Tensor& y, const Tensor& x, const Tensor& w, boo
     gemv_forward(std::span(&job, 1), x.f32(), d.K);
     return;
   }
+  if (d.M <= cpu::kSkinnyMaxRows) {
+    const cpu::SkinnyJob job{yp, &w, d.N, accumulate};
+    cpu::skinny_gemm(std::span(&job, 1), x.f32(), d.M, d.K);
+    return;
+  }
   cpu::blas_single_threaded();
   forward_tiles(yp, x.f32(), w, d, accumulate ? 1.0f : 0.0f);  // beta = 0: y is written, never read
 }
@@ -281,6 +289,13 @@ void CpuBackend::linear_forward_group(std::span<Tensor* const> ys, const Tensor&
     for (size_t i = 0; i < ws.size(); ++i)
       if (dims[i].N > 0) jobs.push_back({ys[i]->f32(), ws[i], dims[i].N, false});
     gemv_forward(jobs, x.f32(), K);
+    return;
+  }
+  if (M <= cpu::kSkinnyMaxRows) {
+    std::vector<cpu::SkinnyJob> jobs;
+    for (size_t i = 0; i < ws.size(); ++i)
+      if (dims[i].N > 0) jobs.push_back({ys[i]->f32(), ws[i], dims[i].N, false});
+    cpu::skinny_gemm(jobs, x.f32(), M, K);
     return;
   }
   // Every weight's tiles (the very tiles a separate call would cut) in one dynamic loop: the

@@ -73,7 +73,8 @@ void linear_determinism(int64_t M, int64_t K, int64_t N, DType w_dtype, uint64_t
 TEST(Determinism, LinearF32) {
   linear_determinism(1, 576, 1536, DType::f32, 1200);   // decode: sgemv
   linear_determinism(64, 576, 1536, DType::f32, 1201);  // prefill / training: sgemm
-  linear_determinism(3, 576, 1536, DType::f32, 1202);   // small batch of decodes
+  linear_determinism(3, 576, 1536, DType::f32, 1202);   // small batch of decodes: skinny
+  linear_determinism(32, 576, 1536, DType::f32, 1204);  // the largest skinny batch
   linear_determinism(17, 130, 999, DType::f32, 1203);   // odd sizes everywhere
 }
 

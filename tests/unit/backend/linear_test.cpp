@@ -15,12 +15,16 @@ struct LinearCase {
   int64_t M, K, N;
 };
 
-// Odd sizes. M = 1 takes the fixed-order gemv loops, M > 1 the tiled sgemm: M = 600 with
-// N = 530 makes a 2 x 2 grid of output tiles, K = 576 two dx/dw column tiles, and N = 1100 three
-// bf16 widening chunks along dx's reduction (512 + 512 + 76). M = 1 with K = 50 and 45 walks the
-// bf16 row kernel's 32-, 16- and scalar steps (32 + 16 + 2, 32 + 13).
-const LinearCase kCases[] = {{1, 1, 1},     {3, 7, 5},     {7, 63, 17},    {63, 130, 33},  {1, 50, 9},
-                             {1, 45, 7},    {1, 576, 500}, {5, 576, 500}, {5, 130, 1100}, {600, 40, 530}};
+// Odd sizes. M = 1 takes the fixed-order gemv loops, 2 <= M <= 32 the skinny kernel
+// (skinny_gemm.h: panels of 5 rows of w, rows of x in pairs; N = 17, 11, 7 leave panels of 2, 1
+// and 2 rows, M = 3, 5, 7, 31 an odd row, K = 7, 13, 63, 130 a tail after the 8-wide steps), M > 32
+// the tiled sgemm: M = 600 with N = 530 makes a 2 x 2 grid of output tiles, K = 576 two dx/dw
+// column tiles, and N = 1100 three bf16 widening chunks along dx's reduction (512 + 512 + 76).
+// M = 1 with K = 50 and 45 walks the bf16 row kernel's 32-, 16- and scalar steps (32 + 16 + 2,
+// 32 + 13).
+const LinearCase kCases[] = {{1, 1, 1},     {3, 7, 5},     {7, 63, 17},   {63, 130, 33},  {1, 50, 9},
+                             {1, 45, 7},    {1, 576, 500}, {5, 576, 500}, {5, 130, 1100}, {600, 40, 530},
+                             {2, 13, 11},   {31, 8, 7},    {32, 576, 96}, {33, 40, 7}};
 
 void check_linear(const LinearCase& c, DType w_dtype, uint64_t seed) {
   SCOPED_TRACE(testing::Message() << "M=" << c.M << " K=" << c.K << " N=" << c.N << " w " << dtype_name(w_dtype));
@@ -77,7 +81,7 @@ TEST(CpuLinear, GroupEqualsSeparateCallsBitForBit) {
   CpuBackend be;
   Rng rng(11);
   for (DType dt : {DType::f32, DType::bf16})
-    for (int64_t M : {1, 3}) {
+    for (int64_t M : {1, 3, 40}) {  // gemv, skinny, tiled sgemm
       SCOPED_TRACE(testing::Message() << "M=" << M << " w " << dtype_name(dt));
       const int64_t K = 200;
       Tensor x = random_f32(rng, {M, K});
@@ -99,6 +103,28 @@ TEST(CpuLinear, GroupEqualsSeparateCallsBitForBit) {
   EXPECT_THROW(be.linear_forward_group(two, x, one), Error);  // 2 outputs for 1 weight
   Tensor* wrong[] = {&bad};
   EXPECT_THROW(be.linear_forward_group(wrong, x, one), Error);  // y [1, 5] for w [4, 8]
+}
+
+// Up to kSkinnyMaxRows rows, a row's result depends on that row alone: a decode token's logits
+// are the same bits whatever else the serving engine batched with it.
+TEST(CpuLinear, SkinnyRowsDoNotDependOnTheirBatch) {
+  CpuBackend be;
+  Rng rng(12);
+  for (DType dt : {DType::f32, DType::bf16}) {
+    const int64_t K = 203, N = 23, M = 32;
+    Tensor x = random_f32(rng, {M, K});
+    const Tensor w = random_f32(rng, {N, K}).to(dt);
+    Tensor all = nan_f32({M, N});
+    be.linear_forward(all, x, w, false);
+    for (int64_t m0 : {0, 5, 30})
+      for (int64_t rows : {int64_t(2), int64_t(3), M - m0}) {
+        if (m0 + rows > M) continue;
+        SCOPED_TRACE(testing::Message() << "rows " << m0 << ".." << m0 + rows << " w " << dtype_name(dt));
+        Tensor part = nan_f32({rows, N});
+        be.linear_forward(part, x.slice(m0, m0 + rows).clone(), w, false);
+        EXPECT_EQ(0, std::memcmp(part.f32(), all.f32() + m0 * N, size_t(rows * N) * sizeof(float)));
+      }
+  }
 }
 
 TEST(CpuLinear, ZeroSizedDims) {
