@@ -12,6 +12,7 @@
 //                     [--cache-gib 0.25] [--dtype f32|bf16|i8] [--block-size 16] [--threads 2]
 //                     [--max-tokens-per-step 512] [--max-running 64] [--rope-pairs 4] [--d-kv 8,16,32]
 //                     [--weights f32|bf16] [--no-source] [--duration S] [--report-every 10] [--seed 1]
+//                     [--profile]
 //
 // --rate R: Poisson arrivals at R requests/s (0: all at once). The model defaults to
 // models/smollm2-135m-hf when present, else stories260K (with --rope-pairs 1 --d-kv 2,4 defaults:
@@ -19,10 +20,14 @@
 // cost does not depend on which pairs are kept). --dtype i8 quantizes the MLA latent and RoPE
 // keys; the GQA source cannot hold an i8 cache and runs bf16 then (its JSON line says so).
 //
+// --profile runs each model on bench::ProfilingBackend and prints the per-op table of its
+// decode-only steps (after the first) once its workload ends.
+//
 // --duration S (soak test): instead of the fixed workload, keep --requests requests in flight
 // (or Poisson arrivals at --rate) for S seconds per model, and print a JSON line with resident
 // memory (/proc/self/statm) and the engine's counters every --report-every seconds: resident
-// memory that keeps growing over a steady load is a leak.
+// memory that keeps growing over a steady load is a leak. The last line gives the growth: the
+// peak after warm-up (the first fifth of the run) over the resident memory at warm-up.
 #include <cblas.h>
 #include <omp.h>
 #include <unistd.h>
@@ -42,6 +47,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/profiling_backend.h"
 #include "core/backend/registry.h"
 #include "core/base/file_io.h"
 #include "inference/engine/engine.h"
@@ -70,6 +76,7 @@ struct Args {
   bool source = true;
   double duration = 0, report_every = 10;
   uint64_t seed = 1;
+  bool profile = false;
 };
 
 struct Variant {
@@ -77,7 +84,15 @@ struct Variant {
   ModelConfig config;
   std::unique_ptr<Transformer> model;
   int64_t d_kv = 0;  // 0: the GQA source
+  std::unique_ptr<bench::ProfilingBackend> prof;  // --profile: the model runs on it
 };
+
+// The backend a variant's model runs on: the CPU backend, or (--profile) a profiling decorator.
+Backend& variant_backend(const Args& a, Variant& v) {
+  if (!a.profile) return cpu_backend();
+  v.prof = std::make_unique<bench::ProfilingBackend>(cpu_backend());
+  return *v.prof;
+}
 
 double seconds_since(Clock::time_point t0, Clock::time_point t = Clock::now()) {
   return std::chrono::duration<double>(t - t0).count();
@@ -111,10 +126,10 @@ std::vector<Variant> make_variants(const Args& a) {
   const DType wdt = a.weights_bf16 ? DType::bf16 : DType::f32;
   std::vector<Variant> out;
   if (a.source) {
-    Variant v{"gqa-source", src.config, nullptr, 0};
+    Variant v{"gqa-source", src.config, nullptr, 0, nullptr};
     v.model = std::make_unique<Transformer>(
         src.config, cast_matrices(src.config, weights_to_f32(src.config, weights_from_store(src.config, src.tensors)), wdt),
-        cpu_backend());
+        variant_backend(a, v));
     out.push_back(std::move(v));
   }
   for (int64_t d : a.d_kv) {
@@ -126,9 +141,10 @@ std::vector<Variant> make_variants(const Args& a) {
     Checkpoint mla = convert_to_mla(src, o, nullptr);
     std::fprintf(stderr, "serve: converted to MLA r=%lld d_kv=%lld in %.1f s\n", (long long)mla.config.rope_pairs,
                  (long long)d, seconds_since(t0));
-    Variant v{"mla-r" + std::to_string(mla.config.rope_pairs) + "-dkv" + std::to_string(d), mla.config, nullptr, d};
+    Variant v{"mla-r" + std::to_string(mla.config.rope_pairs) + "-dkv" + std::to_string(d), mla.config, nullptr, d,
+              nullptr};
     v.model = std::make_unique<Transformer>(
-        mla.config, cast_matrices(mla.config, weights_from_store(mla.config, mla.tensors), wdt), cpu_backend());
+        mla.config, cast_matrices(mla.config, weights_from_store(mla.config, mla.tensors), wdt), variant_backend(a, v));
     out.push_back(std::move(v));
   }
   return out;
@@ -197,6 +213,11 @@ void run_workload(const Args& a, Variant& v) {
   int64_t refused = 0, generated = 0;
   double decode_s = 0;
   int64_t decode_tokens = 0;
+  // --profile: the per-op profile of the decode-only steps (reset when the first one is seen, so
+  // it covers the later ones; prof_steps counts them).
+  double prof_s = 0;
+  int64_t prof_steps = 0, prof_tokens = 0;
+  bool prof_on = false;
   const auto t0 = Clock::now();
   while (next < prompts.size() || e.has_work()) {
     double now = seconds_since(t0);
@@ -223,6 +244,14 @@ void run_workload(const Args& a, Variant& v) {
         st.last_step_decode_tokens > 0) {
       decode_s += dt;
       decode_tokens += st.last_step_decode_tokens;
+      if (v.prof && !prof_on) {
+        v.prof->reset();
+        prof_on = true;
+      } else if (v.prof) {
+        prof_s += dt, ++prof_steps, prof_tokens += st.last_step_decode_tokens;
+      }
+    } else if (prof_on) {
+      prof_on = false;  // a step with prefill (a preempted sequence's recompute) ends the window
     }
     for (const EngineEvent& ev : events) {
       if (ev.token < 0) continue;
@@ -271,6 +300,13 @@ void run_workload(const Args& a, Variant& v) {
               1e3 * percentile(itl, 50), 1e3 * percentile(itl, 99), dec_rate, (long long)st.peak_blocks_used,
               (long long)st.max_running_seen, (long long)st.preemptions, (long long)st.prefix_hits,
               (long long)st.steps);
+  if (v.prof && prof_steps > 0) {
+    std::printf("\nper-op profile: %s, %lld decode-only steps (%.1f sequences a step), %.2f s (%.1f tok/s)\n",
+                v.label.c_str(), (long long)prof_steps, double(prof_tokens) / double(prof_steps), prof_s,
+                double(prof_tokens) / prof_s);
+    v.prof->report(stdout, prof_s);
+    std::fputs(v.prof->json("\"source\":\"serve\",\"variant\":\"" + v.label + "\"").c_str(), stdout);
+  }
   std::fflush(stdout);
 }
 
@@ -286,13 +322,19 @@ void soak(const Args& a, Variant& v) {
   int64_t submitted = 0, finished = 0, generated = 0, last_generated = 0;
   const auto t0 = Clock::now();
   double next_arrival = a.rate > 0 ? gap(rng) : 0, next_report = 0, last_report_t = 0;
+  // Resident memory once warmed up (the first report after a fifth of the run: the cache pool,
+  // scratch buffers and prefix-cached blocks have all been touched by then), and its peak after.
+  double rss_warm = -1, rss_peak = 0;
   auto report = [&](double t) {
     const EngineStats st = e.stats();
+    const double rss = resident_mib();
+    if (rss_warm < 0 && t >= 0.2 * a.duration) rss_warm = rss;
+    if (rss_warm >= 0) rss_peak = std::max(rss_peak, rss);
     const double rate = t > last_report_t ? double(generated - last_generated) / (t - last_report_t) : 0;
     std::printf("{\"bench\":\"serve_soak\",\"variant\":\"%s\",\"t_s\":%.1f,\"rss_mib\":%.1f,\"running\":%lld,"
                 "\"waiting\":%lld,\"submitted\":%lld,\"finished\":%lld,\"generated\":%lld,\"tokens_per_s\":%.1f,"
                 "\"blocks_used\":%lld,\"blocks_cached\":%lld,\"preemptions\":%lld,\"prefix_hits\":%lld}\n",
-                v.label.c_str(), t, resident_mib(), (long long)st.running, (long long)st.waiting,
+                v.label.c_str(), t, rss, (long long)st.running, (long long)st.waiting,
                 (long long)submitted, (long long)finished, (long long)generated, rate, (long long)st.blocks_used,
                 (long long)st.blocks_cached, (long long)st.preemptions, (long long)st.prefix_hits);
     std::fflush(stdout);
@@ -326,8 +368,19 @@ void soak(const Args& a, Variant& v) {
     }
   }
   while (e.has_work())
-    for (const EngineEvent& ev : e.step()) finished += ev.finished;
+    for (const EngineEvent& ev : e.step()) {
+      generated += ev.token >= 0;
+      finished += ev.finished;
+    }
   report(seconds_since(t0));
+  const double growth = rss_warm > 0 ? 100.0 * (rss_peak - rss_warm) / rss_warm : 0;
+  std::printf("%s soak: %.0f s, %lld requests finished, %lld tokens; resident memory after warm-up %.1f MiB, "
+              "peak after it %.1f MiB (%+.2f %%)\n",
+              v.label.c_str(), a.duration, (long long)finished, (long long)generated, rss_warm, rss_peak, growth);
+  std::printf("{\"bench\":\"serve_soak_summary\",\"variant\":\"%s\",\"duration_s\":%.0f,\"finished\":%lld,"
+              "\"generated\":%lld,\"rss_warm_mib\":%.1f,\"rss_peak_mib\":%.1f,\"growth_pct\":%.3f}\n",
+              v.label.c_str(), a.duration, (long long)finished, (long long)generated, rss_warm, rss_peak, growth);
+  std::fflush(stdout);
 }
 
 std::vector<int64_t> parse_list(const std::string& s) {
@@ -351,7 +404,7 @@ int usage() {
                "usage: serve [--model PATH] [--requests N] [--prompt P] [--output O] [--rate R] [--cache-gib G]\n"
                "             [--dtype f32|bf16|i8] [--block-size B] [--threads T] [--max-tokens-per-step K]\n"
                "             [--max-running M] [--rope-pairs r] [--d-kv 8,16,32] [--weights f32|bf16] [--no-source]\n"
-               "             [--duration S] [--report-every S] [--seed N]\n");
+               "             [--duration S] [--report-every S] [--seed N] [--profile]\n");
   return 2;
 }
 
@@ -364,6 +417,7 @@ int main(int argc, char** argv) {
     const std::string f = argv[i];
     const bool has = i + 1 < argc;
     if (f == "--no-source") a.source = false;
+    else if (f == "--profile") a.profile = true;
     else if (!has) return usage();
     else if (f == "--model") a.model = argv[++i];
     else if (f == "--requests") a.requests = std::atoll(argv[++i]);
