@@ -4,11 +4,14 @@
 // Prints, per M and weight shape, milliseconds per call, GFLOP/s, the weight bytes streamed per
 // second, and the ratio (OpenBLAS time / Latte time: above 1 is faster than OpenBLAS), then the
 // sum over one layer's seven products plus the logits (what one decode step of M sequences runs).
+// Each call reads the next of several copies of its weight (256 MB in all), so weights come from
+// memory as they do in a real step, not from the last-level cache.
 //
 //   build/bench/linear [--m 1,2,4,8,16,32,64,128] [--threads 2] [--dtype f32|bf16] [--ms 300]
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -41,6 +44,7 @@ const Shape2 kShapes[] = {
     {"q/o 576x576", 576, 576, 2}, {"k/v 192x576", 192, 576, 2}, {"gate/up 1536x576", 1536, 576, 2},
     {"down 576x1536", 576, 1536, 1}, {"logits 49152x576", 49152, 576, 0}};
 constexpr int kLayers = 30;
+constexpr int64_t kColdBytes = int64_t(256) << 20;  // f32 weights cycled through: 8x this L3
 
 std::vector<int64_t> parse_list(const char* s) {
   std::vector<int64_t> out;
@@ -122,19 +126,26 @@ int main(int argc, char** argv) {
   for (int64_t M : a.m) {
     double step_latte = 0, step_blas = 0;
     for (const Shape2& s : kShapes) {
-      const Tensor w32 = random_tensor(rng, s.N, s.K);
-      const Tensor w = a.dtype == DType::bf16 ? w32.to(DType::bf16) : w32;
+      // A real step streams every weight from memory once; one matrix called again and again would
+      // sit in the last-level cache. So each call takes the next of enough copies to overflow it.
+      const int64_t copies = std::max<int64_t>(1, kColdBytes / (s.N * s.K * 4));
+      std::vector<Tensor> w32s, ws;
+      for (int64_t c = 0; c < copies; ++c) {
+        w32s.push_back(random_tensor(rng, s.N, s.K));
+        ws.push_back(a.dtype == DType::bf16 ? w32s.back().to(DType::bf16) : w32s.back());
+      }
       const Tensor x = random_tensor(rng, M, s.K);
       Tensor y = Tensor::empty({M, s.N}), y_blas = Tensor::empty({M, s.N});
-      const double t_latte = seconds_per_call([&] { be.linear_forward(y, x, w, false); }, a.ms);
+      size_t next = 0;
+      const double t_latte = seconds_per_call([&] { be.linear_forward(y, x, ws[next++ % ws.size()], false); }, a.ms);
       const double t_blas = seconds_per_call(
           [&] {
             openblas_set_num_threads(a.threads);  // the backend keeps OpenBLAS at one thread
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(s.N), int(s.K), 1.0f, x.f32(), int(s.K),
-                        w32.f32(), int(s.K), 0.0f, y_blas.f32(), int(s.N));
+                        w32s[next++ % w32s.size()].f32(), int(s.K), 0.0f, y_blas.f32(), int(s.N));
           },
           a.ms);
-      const double flops = 2.0 * double(M * s.N * s.K), wbytes = double(w.nbytes());
+      const double flops = 2.0 * double(M * s.N * s.K), wbytes = double(ws[0].nbytes());
       std::printf("%5lld  %-18s %10.3f %10.3f %9.1f %10.1f %7.2fx\n", (long long)M, s.name, t_latte * 1e3,
                   t_blas * 1e3, flops / t_latte * 1e-9, wbytes / t_latte * 1e-9, t_blas / t_latte);
       std::printf("{\"bench\":\"linear\",\"m\":%lld,\"n\":%lld,\"k\":%lld,\"dtype\":\"%s\",\"threads\":%d,"

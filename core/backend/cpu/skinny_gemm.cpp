@@ -26,7 +26,12 @@ void micro_tile(const float* __restrict x, const float* __restrict w, int64_t K,
   for (int64_t k = 0; k < K8; k += 8) {
     __m256 wv[NR];
 #pragma GCC unroll 8
-    for (int n = 0; n < NR; ++n) wv[n] = _mm256_loadu_ps(w + n * K + k);
+    for (int n = 0; n < NR; ++n) {
+      wv[n] = _mm256_loadu_ps(w + n * K + k);
+      // Keeps the panel vector in a register: folded into the FMAs as a memory operand (what
+      // GCC does otherwise) it is loaded once per row of x, 12 loads per 10 FMAs instead of 7.
+      asm("" : "+x"(wv[n]));
+    }
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
       const __m256 xv = _mm256_loadu_ps(x + m * K + k);
