@@ -12,7 +12,7 @@
 // bits as an f32 cache holding the same values. References: reference::paged_*.
 //
 // Two forms, chosen per sequence by its number of query rows (never by thread count):
-//  - rows (decode, short chunks: n_s < kMinBlockedQueries; every MLA row). The heads that share a
+//  - rows (decode, short chunks: n_s < kMinBlockedQueries). The heads that share a
 //    cache row form a group (paged_attention: the G = Hq/Hkv heads of a KV head; MLA: all Hq
 //    heads, which share the latent) and each cache row is loaded once for its group: dot_rows and
 //    axpy_rows below give every head exactly cpu::dot's and cpu::axpy's result. Per (row, group):
@@ -26,13 +26,15 @@
 //    over the keys in order (an axpy is elementwise, so cutting columns changes nothing) - which is
 //    why the choice may depend on the thread count without changing a bit, and why a decode row
 //    equals attention_forward's per-row form on the same keys in a contiguous cache bit for bit.
-//  - blocked (paged_attention rows of a sequence with n_s >= kMinBlockedQueries: chunked
-//    prefill). attention_forward's blocked form: per (sequence, KV head, block of kQueryBlock
+//  - blocked (rows of a sequence with n_s >= kMinBlockedQueries: chunked prefill).
+//    attention_forward's blocked form: per (sequence, KV head, block of kQueryBlock
 //    queries) the visible keys and values of that head are gathered (widened) into contiguous
 //    scratch, then S = scale Q K^T, row softmax, O = P V with single-threaded OpenBLAS GEMMs.
 //    Same blocks, same GEMM shapes, so again the same bits as attention_forward (OpenBLAS packs
 //    its operands, so the leading dimension of K and V does not enter the arithmetic; the tests
-//    check it).
+//    check it). paged_mla_attention's blocked form is the same with keys [latent | RoPE key of the
+//    KV head] and the latents as values (mla_blocked_item); mla_absorbed_attention has no blocked
+//    form, so there it agrees to rounding only, as the row form does.
 // No reduction is ever split across items, so results do not depend on the thread count.
 #include <cblas.h>
 #include <omp.h>
@@ -560,6 +562,54 @@ void CpuBackend::paged_attention(Tensor& out, const Tensor& q, const Tensor& k_c
 
 // ---- paged_mla_attention ------------------------------------------------------------------------
 
+struct MlaDims {
+  int64_t Hq, Hkv, G, L, R, block_size;
+};
+
+struct MlaBlockItem {
+  const Seq* seq;
+  int64_t hk, t0;  // KV head (whose RoPE keys, and whose G query heads), first query of the block
+};
+
+// Chunked prefill of an MLA sequence (n_s >= kMinBlockedQueries) in GEMM form, as blocked_item
+// does for paged_attention: for KV head hk the keys are [latent_j | k_rope_j[hk]] (L + R wide), the
+// values the latents themselves (the first L columns of the same rows), and the G heads' queries
+// [q_lat | q_rope]; so the scores are q_lat . latent_j + q_rope . k_rope_j, the absorbed form's.
+void mla_blocked_item(const MlaDims& d, const MlaBlockItem& it, const float* q_rope, const float* q_lat,
+                      const CacheView& kc, const CacheView& lc, float* out, float scale, std::vector<float>* bufs) {
+  const Seq& sq = *it.seq;
+  const int64_t G = d.G, Dk = d.L + d.R, nq = std::min(kQueryBlock, sq.n - it.t0), M = G * nq;
+  const int64_t prefix = sq.ctx - sq.n, n_keys = prefix + it.t0 + nq;
+  float* K = scratch(bufs[0], n_keys * Dk);
+  float* Qm = scratch(bufs[1], M * Dk);
+  float* S = scratch(bufs[2], M * n_keys);
+  float* O = scratch(bufs[3], M * d.L);
+  float* row_sum = scratch(bufs[4], 2 * M);
+  float* row_max = row_sum + M;
+  for_each_key(sq, d.block_size, 0, n_keys, [&](int64_t j, int64_t slot) {
+    float* kr = K + j * Dk;
+    const float* lat = lc.get(slot, 0, d.L, kr);
+    if (lat != kr) std::memcpy(kr, lat, size_t(d.L) * 4);
+    if (d.R == 0) return;
+    const float* rope = kc.get(slot, it.hk * d.R, d.R, kr + d.L);
+    if (rope != kr + d.L) std::memcpy(kr + d.L, rope, size_t(d.R) * 4);
+  });
+  for (int64_t g = 0; g < G; ++g)  // rows r = g * nq + i
+    for (int64_t i = 0; i < nq; ++i) {
+      const int64_t row = sq.q0 + it.t0 + i, h = it.hk * G + g;
+      float* qm = Qm + (g * nq + i) * Dk;
+      std::memcpy(qm, q_lat + (row * d.Hq + h) * d.L, size_t(d.L) * 4);
+      std::memcpy(qm + d.L, q_rope + (row * d.Hq + h) * d.R, size_t(d.R) * 4);
+    }
+  cpu::attend_query_block(Qm, M, nq, prefix + it.t0, K, Dk, K, Dk, n_keys, Dk, d.L, scale, S, O, row_max, row_sum);
+  for (int64_t r = 0; r < M; ++r) {
+    const float inv_l = 1.0f / row_sum[r];
+    float* o = out + ((sq.q0 + it.t0 + r % nq) * d.Hq + it.hk * G + r / nq) * d.L;
+    const float* src = O + r * d.L;
+    for (int64_t e = 0; e < d.L; ++e) o[e] = src[e] * inv_l;
+  }
+}
+
 void CpuBackend::paged_mla_attention(Tensor& out, const Tensor& q_rope, const Tensor& q_lat,
                                      const Tensor& k_rope_cache, const Tensor* k_rope_scales,
                                      const Tensor& latent_cache, const Tensor* latent_scales, const PagedBatch& b,
@@ -588,13 +638,31 @@ void CpuBackend::paged_mla_attention(Tensor& out, const Tensor& q_rope, const Te
   const float* qr = q_rope.f32();
   const float* ql = q_lat.f32();
   float* o_p = out.f32();
+  std::vector<MlaBlockItem> blocked;
   std::vector<Row> rows;
-  int64_t work = 0;
-  for (const Seq& sq : seqs)
+  int64_t work = 0, blocked_work = 0;
+  for (const Seq& sq : seqs) {
+    if (sq.n >= kMinBlockedQueries) {
+      for (int64_t hk = 0; hk < Hkv; ++hk)
+        for (int64_t t0 = 0; t0 < sq.n; t0 += kQueryBlock) blocked.push_back({&sq, hk, t0});
+      blocked_work += sq.n * sq.ctx;
+      continue;
+    }
     for (int64_t i = 0; i < sq.n; ++i) {
       rows.push_back({sq.q0 + i, sq.ctx - sq.n + i + 1, &sq, 0});
       work += sq.ctx;
     }
+  }
+  if (!blocked.empty()) {
+    const MlaDims md{Hq, Hkv, G, L, R, block_size};
+    cpu::blas_single_threaded();
+#pragma omp parallel if (blocked_work * Hq * (R + 2 * L) >= cpu::kParallelMinWork)
+    {
+      std::vector<float> bufs[5];
+#pragma omp for schedule(dynamic, 1)
+      for (size_t i = 0; i < blocked.size(); ++i) mla_blocked_item(md, blocked[i], qr, ql, kc, lc, o_p, scale, bufs);
+    }
+  }
   if (rows.empty()) return;
 
   // Every head reads the latent, so all Hq heads form one group; the RoPE key row of KV head hk

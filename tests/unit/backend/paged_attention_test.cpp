@@ -339,6 +339,7 @@ const MlaCase kMlaCases[] = {
     {9, 3, 0, 32, 4, {{1, 1}, {45, 9}, {31, 7}, {129, 1}}},  // R = 0: no RoPE part
     {4, 4, 8, 24, 16, {{50, 1}, {20, 9}}},
     {6, 2, 8, 40, 8, {{400, 1}, {70, 2}}},  // few rows, much work: the split form with 2 threads
+    {6, 3, 4, 24, 16, {{150, 70}, {8, 8}, {30, 1}}},  // blocked form: two query blocks after a prefix
 };
 
 struct MlaInputs {
