@@ -40,7 +40,8 @@ void broadcast_floats(Communicator& comm, Backend& be, std::vector<float>& value
 }
 
 constexpr int32_t kHeaderInts = 8;
-enum PlanKind : int32_t { kStop = 0, kStep = 1, kSetup = 2 };
+// kPing: an idle driver's keep-alive (ping_followers); followers absorb it and wait for the next.
+enum PlanKind : int32_t { kStop = 0, kStep = 1, kSetup = 2, kPing = 3 };
 
 // Bytes at the end of s that start a UTF-8 character whose continuation bytes have not come yet.
 size_t incomplete_utf8_tail(const std::string& s) {
@@ -232,10 +233,10 @@ Tensor Engine::run_forward(const Plan& p) {
   return model_.forward_paged(s, cache_);
 }
 
-void Engine::broadcast_plan(const Plan* p) {
+void Engine::broadcast_header(int32_t kind, const Plan* p) {
   std::vector<float> header;
   const int32_t S = p ? int32_t(p->context_len.size()) : 0;
-  const int32_t h[kHeaderInts] = {p ? kStep : kStop,
+  const int32_t h[kHeaderInts] = {kind,
                                   p ? int32_t(p->tokens.size()) : 0,
                                   S,
                                   p ? int32_t(p->max_blocks) : 0,
@@ -245,6 +246,10 @@ void Engine::broadcast_plan(const Plan* p) {
                                   0};
   put_ints(header, h);
   broadcast_floats(*tp_, model_.backend(), header, 2 * kHeaderInts);
+}
+
+void Engine::broadcast_plan(const Plan* p) {
+  broadcast_header(p ? kStep : kStop, p);
   if (!p) return;
   std::vector<float> body;
   for (const auto* v : {&p->tokens, &p->positions, &p->slots, &p->query_start, &p->context_len, &p->block_table,
@@ -254,9 +259,12 @@ void Engine::broadcast_plan(const Plan* p) {
 }
 
 bool Engine::receive_plan(Plan& p) {
-  std::vector<float> header;
-  broadcast_floats(*tp_, model_.backend(), header, 2 * kHeaderInts);
-  const std::vector<int32_t> h = get_ints(header.data(), kHeaderInts);
+  std::vector<int32_t> h;
+  do {
+    std::vector<float> header;
+    broadcast_floats(*tp_, model_.backend(), header, 2 * kHeaderInts);
+    h = get_ints(header.data(), kHeaderInts);
+  } while (h[0] == kPing);
   if (h[0] == kStop) return false;
   LATTE_REQUIRE(h[0] == kStep && h[5] == cache_.block_size, ErrorCode::internal, "engine: TP rank ", rank_,
                 " got a plan header of kind ", h[0], " for block size ", h[5], " (this rank's cache: ",
@@ -293,6 +301,11 @@ void Engine::stop_followers() {
   if (!tp_ || !is_driver() || followers_stopped_) return;
   followers_stopped_ = true;
   broadcast_plan(nullptr);
+}
+
+void Engine::ping_followers() {
+  if (!tp_ || !is_driver() || followers_stopped_) return;
+  broadcast_header(kPing, nullptr);
 }
 
 bool Engine::add_text(Active& a, int32_t token, std::string& stop_found) {
@@ -344,6 +357,7 @@ std::vector<EngineEvent> Engine::step() {
     ev.finished = true;
     ev.reason = f.reason;
     ev.message = std::move(f.message);
+    ev.prefix_cached_tokens = it->second.prefix_cached_tokens;
     events.push_back(std::move(ev));
     active_.erase(it);
   }
@@ -380,6 +394,10 @@ std::vector<EngineEvent> Engine::step() {
     LATTE_ASSERT(it != active_.end());
     Active& a = it->second;
     a.preempted = false;
+    if (ch.prefill && !a.admitted) {
+      a.admitted = true;
+      a.prefix_cached_tokens = ch.start_position;
+    }
     if (!ch.sample) continue;
     const std::span<const float> row_logits(logits.f32() + row * V, size_t(V));
     ++row;
@@ -404,6 +422,7 @@ std::vector<EngineEvent> Engine::step() {
         ev.finished = true;
         ev.reason = FinishReason::stopped;
         ev.message = "stop string \"" + stop + "\"";
+        ev.matched_stop = stop;
       } else if (sched_.append_token(ch.id, token) == AppendOutcome::finished) {
         ev.text = take_text(a, true);
         ev.finished = true;
@@ -415,6 +434,7 @@ std::vector<EngineEvent> Engine::step() {
       a.last_token = token;
     }
     const bool done = ev.finished;
+    if (done) ev.prefix_cached_tokens = a.prefix_cached_tokens;
     events.push_back(std::move(ev));
     if (done) active_.erase(it);
   }
