@@ -3,6 +3,7 @@
 
 #include "cli/commands.h"
 #include "cli/device_option.h"
+#include "inference/engine/chat_template.h"
 #include "inference/engine/generate.h"
 #include "inference/engine/loaded_model.h"
 
@@ -37,7 +38,7 @@ void add_generate(CLI::App& app) {
     load.backend = &resolve_device(o->device);
     LoadedModel m = load_model(load);
     GenerateParams gp = o->gen;
-    if (o->chat) gp.prompt = "<|im_start|>user\n" + gp.prompt + "<|im_end|>\n<|im_start|>assistant\n";
+    if (o->chat) gp.prompt = chatml_user_turn(gp.prompt);
     // llama2.c checkpoints follow run.c, which stops only at BOS; chat models end a turn with EOS.
     gp.stop_at_eos = !o->no_stop && m.checkpoint.format != "llama2c";
     GenerateResult r = generate(*m.model, *m.tokenizer, gp, [](const std::string& piece) {

@@ -15,6 +15,7 @@ void add_train(CLI::App& app);
 void add_convert(CLI::App& app);
 void add_plan(CLI::App& app);
 void add_plot(CLI::App& app);
+void add_shard(CLI::App& app);  // cmd_shard.cpp with gRPC, cmd_shard_off.cpp without
 
 // --threads N for OpenMP and OpenBLAS (0: leave the defaults).
 void add_threads_option(CLI::App& cmd, int& threads);

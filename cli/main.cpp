@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   latte::cli::add_convert(app);
   latte::cli::add_plan(app);
   latte::cli::add_plot(app);
+  latte::cli::add_shard(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

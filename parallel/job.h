@@ -14,6 +14,10 @@ class ParallelJob {
   virtual Communicator& world() = 0;
   virtual Communicator& tp() = 0;
   virtual Communicator& dp() = 0;
+  // Seconds the collective watchdog lets one collective run before it ends the job (0: no
+  // watchdog, as in a one-rank job). A rank that may wait idle in a collective for longer (a
+  // serving follower between requests) must be pinged more often than this.
+  virtual double collective_timeout_s() const = 0;
 };
 
 // Starts (or joins) the job with TP groups of tp_size ranks (DP = world / tp_size); a tp_size that

@@ -15,6 +15,7 @@ class MpiJob final : public ParallelJob {
   Communicator& world() override { return rt_.world(); }
   Communicator& tp() override { return rt_.tp(); }
   Communicator& dp() override { return rt_.dp(); }
+  double collective_timeout_s() const override { return rt_.collective_timeout_s(); }
 
  private:
   ParallelRuntime rt_;

@@ -11,6 +11,7 @@ class SoloJob final : public ParallelJob {
   Communicator& world() override { return solo_; }
   Communicator& tp() override { return solo_; }
   Communicator& dp() override { return solo_; }
+  double collective_timeout_s() const override { return 0; }
 
  private:
   SoloCommunicator solo_;

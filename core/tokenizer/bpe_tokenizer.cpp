@@ -60,6 +60,11 @@ class BpeTokenizer final : public Tokenizer {
   int32_t eos_id() const override { return v_.eos_id; }
   std::vector<int32_t> encode(const std::string& text, bool add_bos) const override;
   std::string decode_piece(int32_t prev, int32_t token) const override;
+  std::string piece(int32_t token) const override {
+    LATTE_REQUIRE(token >= 0 && token < int32_t(v_.tokens.size()), ErrorCode::invalid_argument, "token id ",
+                  token, " is outside the vocabulary of ", v_.tokens.size(), " tokens");
+    return v_.tokens[size_t(token)];
+  }
   std::string id() const override {
     return str_cat(byte_level() ? "bpe-bytelevel:" : "bpe-spm:", v_.tokens.size());
   }

@@ -41,6 +41,11 @@ class Llama2cTokenizer final : public Tokenizer {
   std::string id() const override { return str_cat("llama2c:", vocab_.size()); }
   std::vector<int32_t> encode(const std::string& text, bool add_bos) const override;
   std::string decode_piece(int32_t prev, int32_t token) const override;
+  std::string piece(int32_t token) const override {
+    LATTE_REQUIRE(token >= 0 && token < int32_t(vocab_.size()), ErrorCode::invalid_argument, "token id ", token,
+                  " is outside the llama2.c vocabulary of ", vocab_.size(), " tokens");
+    return vocab_[size_t(token)];
+  }
 
  private:
   int32_t lookup(std::string_view s) const {

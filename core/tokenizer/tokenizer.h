@@ -27,6 +27,10 @@ class Tokenizer {
   // nothing; other special tokens add their text.
   virtual std::string decode_piece(int32_t prev, int32_t token) const = 0;
   std::string decode(const std::vector<int32_t>& ids) const;
+  // The vocabulary entry of `token` as the tokenizer file stores it (byte-fallback pieces as
+  // "<0xXX>", byte-level BPE pieces in their mapped characters, SentencePiece's "▁"), for display;
+  // throws invalid_argument for an id outside the vocabulary.
+  virtual std::string piece(int32_t token) const = 0;
   // A short stable name ("llama2c:512", "bpe-bytelevel:49152") recorded in token shards.
   virtual std::string id() const = 0;
   // The vocabulary, for BPE tokenizers (so an exporter can write it out as tokenizer.json).

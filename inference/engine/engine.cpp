@@ -12,7 +12,8 @@ namespace latte {
 namespace {
 
 constexpr int32_t kHeaderInts = 8;
-enum PlanKind : int32_t { kStop = 0, kStep = 1, kSetup = 2 };
+// kPing: an idle driver's keep-alive (ping_followers); followers absorb it and wait for the next.
+enum PlanKind : int32_t { kStop = 0, kStep = 1, kSetup = 2, kPing = 3 };
 
 // Bytes at the end of s that start a UTF-8 character whose continuation bytes have not come yet.
 size_t incomplete_utf8_tail(const std::string& s) {
@@ -201,9 +202,9 @@ Tensor Engine::run_forward(const Plan& p) {
   return model_.forward_paged(s, cache_);
 }
 
-void Engine::broadcast_plan(const Plan* p) {
+void Engine::broadcast_header(int32_t kind, const Plan* p) {
   const int32_t S = p ? int32_t(p->context_len.size()) : 0;
-  std::array<int32_t, kHeaderInts> h = {p ? kStep : kStop,
+  std::array<int32_t, kHeaderInts> h = {kind,
                                         p ? int32_t(p->tokens.size()) : 0,
                                         S,
                                         p ? int32_t(p->max_blocks) : 0,
@@ -212,6 +213,10 @@ void Engine::broadcast_plan(const Plan* p) {
                                         0,
                                         0};
   tp_->broadcast_ints(h, 0);
+}
+
+void Engine::broadcast_plan(const Plan* p) {
+  broadcast_header(p ? kStep : kStop, p);
   if (!p) return;
   std::vector<int32_t> body;
   for (const auto* v : {&p->tokens, &p->positions, &p->slots, &p->query_start, &p->context_len, &p->block_table,
@@ -222,7 +227,8 @@ void Engine::broadcast_plan(const Plan* p) {
 
 bool Engine::receive_plan(Plan& p) {
   std::array<int32_t, kHeaderInts> h{};
-  tp_->broadcast_ints(h, 0);
+  do tp_->broadcast_ints(h, 0);
+  while (h[0] == kPing);
   if (h[0] == kStop) return false;
   LATTE_REQUIRE(h[0] == kStep && h[5] == cache_.block_size, ErrorCode::internal, "engine: TP rank ", rank_,
                 " got a plan header of kind ", h[0], " for block size ", h[5], " (this rank's cache: ",
@@ -257,6 +263,11 @@ void Engine::stop_followers() {
   if (!tp_ || !is_driver() || followers_stopped_) return;
   followers_stopped_ = true;
   broadcast_plan(nullptr);
+}
+
+void Engine::ping_followers() {
+  if (!tp_ || !is_driver() || followers_stopped_) return;
+  broadcast_header(kPing, nullptr);
 }
 
 bool Engine::add_text(Active& a, int32_t token, std::string& stop_found) {
@@ -308,6 +319,7 @@ std::vector<EngineEvent> Engine::step() {
     ev.finished = true;
     ev.reason = f.reason;
     ev.message = std::move(f.message);
+    ev.prefix_cached_tokens = it->second.prefix_cached_tokens;
     events.push_back(std::move(ev));
     active_.erase(it);
   }
@@ -344,6 +356,10 @@ std::vector<EngineEvent> Engine::step() {
     LATTE_ASSERT(it != active_.end());
     Active& a = it->second;
     a.preempted = false;
+    if (ch.prefill && !a.admitted) {
+      a.admitted = true;
+      a.prefix_cached_tokens = ch.start_position;
+    }
     if (!ch.sample) continue;
     const std::span<const float> row_logits(logits.f32() + row * V, size_t(V));
     ++row;
@@ -368,6 +384,7 @@ std::vector<EngineEvent> Engine::step() {
         ev.finished = true;
         ev.reason = FinishReason::stopped;
         ev.message = "stop string \"" + stop + "\"";
+        ev.matched_stop = stop;
       } else if (sched_.append_token(ch.id, token) == AppendOutcome::finished) {
         ev.text = take_text(a, true);
         ev.finished = true;
@@ -379,6 +396,7 @@ std::vector<EngineEvent> Engine::step() {
       a.last_token = token;
     }
     const bool done = ev.finished;
+    if (done) ev.prefix_cached_tokens = a.prefix_cached_tokens;
     events.push_back(std::move(ev));
     if (done) active_.erase(it);
   }

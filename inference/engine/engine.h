@@ -22,8 +22,8 @@
 // header, then one array of tokens, positions, slots, query starts, context lengths, block tables
 // and logit rows) and then runs the same forward_paged as every other rank (the model runs its own
 // TP collectives inside). The constructor is collective too: rank 0's cache geometry (blocks,
-// block size, dtype) is broadcast so that every rank's pool matches. The other ranks call follow(), which runs the broadcast plans until
-// rank 0 calls stop_followers() (also done by rank 0's destructor unless an exception is in
+// block size, dtype) is broadcast so that every rank's pool matches. The other ranks call follow(), which runs the broadcast plans (and
+// absorbs the pings an idle driver sends with ping_followers()) until rank 0 calls stop_followers() (also done by rank 0's destructor unless an exception is in
 // flight: a collective then could wait forever for ranks that are gone).
 #pragma once
 #include <chrono>
@@ -90,6 +90,12 @@ struct EngineEvent {
   bool finished = false;
   FinishReason reason = FinishReason::stopped;
   std::string message;  // why it finished (EOS, the stop string, the limit, the error)
+  // Finish events only. The stop string that ended the request ("" when something else did), so a
+  // server can tell a stop string from EOS without parsing `message`.
+  std::string matched_stop;
+  // Finish events only: prompt tokens whose K/V the request's first admission reused from the
+  // prefix cache (0 when it was never admitted).
+  int64_t prefix_cached_tokens = 0;
 };
 
 // A finished request as run_to_completion() collects it.
@@ -147,6 +153,11 @@ class Engine {
   // Non-driver ranks: runs rank 0's steps until it stops the group.
   void follow();
   void stop_followers();  // driver: ends the followers' follow(); idempotent
+  // Driver, while idle: one small broadcast that the followers' follow() absorbs. A server calls it
+  // now and then so that followers waiting for the next plan are never in one collective longer
+  // than the collective watchdog allows (parallel/comm/watchdog.h), and so that a dead follower is
+  // noticed while no request is running. No-op without TP or after stop_followers().
+  void ping_followers();
 
   // Sees every row of logits the driver samples from, before sampling: the request, the position
   // of the token whose logits these are, the whole vocabulary's logits. For tests and logprobs.
@@ -167,6 +178,8 @@ class Engine {
     size_t emitted = 0;          // bytes of text already reported
     std::vector<int32_t> tokens;
     bool preempted = false;
+    bool admitted = false;             // its first prefill chunk has been planned
+    int64_t prefix_cached_tokens = 0;  // start position of that chunk: tokens reused from the cache
   };
   // A step's plan in the form forward_paged reads (and the TP broadcast carries).
   struct Plan {
@@ -177,6 +190,7 @@ class Engine {
   std::string validate(EngineRequest& r) const;
   Plan build_plan(const StepPlan& sp) const;
   Tensor run_forward(const Plan& p);
+  void broadcast_header(int32_t kind, const Plan* p);
   void broadcast_plan(const Plan* p);  // driver: p; null: stop
   bool receive_plan(Plan& p);          // follower: false on stop
   // Appends a sampled token's text; true when a stop string appeared (text cut before it).

@@ -106,7 +106,10 @@ TEST(EngineTpTest, GreedyBatchEqualsGenerateAloneOnTheWholeModel) {
 
 // A driver that stops at once: the followers leave follow() without any step, and an engine whose
 // driver is destroyed without stop_followers() stops them from its destructor (round 1, after one
-// long prompt in chunks of 16 tokens: steps that sample nothing and so gather no logits).
+// long prompt in chunks of 16 tokens: steps that sample nothing and so gather no logits). Round 2:
+// an idle driver's pings (what a server sends between requests) leave the followers waiting for
+// the next plan, and a ping after stop_followers() is a no-op (the barrier below would hang on a
+// broadcast nobody receives).
 TEST(EngineTpTest, FollowersStopWhenTheDriverStops) {
   for (int tp : tp_sizes()) {
     ParallelRuntime rt(quiet(tp));
@@ -118,7 +121,7 @@ TEST(EngineTpTest, FollowersStopWhenTheDriverStops) {
     cfg.cache_bytes = 16 * PagedKvCache::bytes_per_block(m.config, cfg.block_size, DType::f32, par.tp());
     cfg.max_tokens_per_step = 16;
     cfg.max_running = 4;
-    for (int round = 0; round < 2; ++round) {
+    for (int round = 0; round < 3; ++round) {
       Engine engine(par, nullptr, cfg, &comm);
       if (!engine.is_driver()) {
         engine.follow();
@@ -126,6 +129,8 @@ TEST(EngineTpTest, FollowersStopWhenTheDriverStops) {
         engine.stop_followers();
         engine.stop_followers();  // idempotent: a second stop would block the next collective
       } else {
+        if (round == 2)
+          for (int i = 0; i < 3; ++i) engine.ping_followers();
         EngineRequest r;
         for (int i = 0; i < 70; ++i) r.prompt.push_back(int32_t(1 + (i * 37) % 500));
         r.max_new_tokens = 4;
@@ -136,6 +141,11 @@ TEST(EngineTpTest, FollowersStopWhenTheDriverStops) {
         auto results = engine.run_to_completion();
         EXPECT_EQ(results[id].tokens.size(), 4u);
         EXPECT_GE(engine.stats().steps, 70 / 16 + 4);
+        if (round == 2) {
+          engine.ping_followers();
+          engine.stop_followers();
+          engine.ping_followers();
+        }
       }
     }
     comm.barrier();

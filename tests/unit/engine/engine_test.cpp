@@ -391,6 +391,32 @@ TEST(EngineTest, PrefixReuseHitsAndKeepsOutputs) {
   }
 }
 
+// Each finish event says how many prompt tokens the request reused from the prefix cache: none
+// the first time, every full block but the one holding the last prompt token the second time
+// (at least one token must run to give logits), and no stop string unless one ended it.
+TEST(EngineTest, FinishEventsReportPrefixCachedTokens) {
+  TestModel& m = stories();
+  const int32_t block_size = 8;
+  Engine e(*m.model, m.tok.get(), small_config(*m.model, 128, block_size));
+  EngineRequest r = requests(1, 400, 6, false)[0];
+  r.text = prompts(16, 400)[9];
+  const int64_t n = int64_t(m.tok->encode(r.text, true).size());
+  std::vector<int64_t> cached;
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_TRUE(e.submit(r).ok());
+    while (e.has_work())
+      for (EngineEvent& ev : e.step())
+        if (ev.finished) {
+          cached.push_back(ev.prefix_cached_tokens);
+          EXPECT_EQ(ev.matched_stop, "") << ev.message;
+        }
+  }
+  ASSERT_EQ(cached.size(), 2u);
+  EXPECT_EQ(cached[0], 0);
+  EXPECT_EQ(cached[1], (n - 1) / block_size * block_size) << "prompt of " << n << " tokens";
+  EXPECT_GT(cached[1], 0);
+}
+
 TEST(EngineTest, BadRequestsAreRefusedAndOthersGoOn) {
   TestModel& m = stories();
   const int64_t ctx = m.model->config().max_seq_len, vocab = m.model->config().vocab_size;
@@ -507,6 +533,7 @@ TEST(EngineTest, StopStringEndsTheRequestAndCutsTheText) {
   ASSERT_NE(id, 0u);
   Outcome run;
   std::vector<std::string> pieces;
+  std::string matched = "(no finish event)";
   while (e.has_work())
     for (EngineEvent& ev : e.step()) {
       run.results[ev.id].text += ev.text;
@@ -517,12 +544,14 @@ TEST(EngineTest, StopStringEndsTheRequestAndCutsTheText) {
       if (ev.finished) {
         run.results[ev.id].reason = ev.reason;
         run.results[ev.id].message = ev.message;
+        matched = ev.matched_stop;
       }
     }
   const EngineResult& got = run.results[id];
   EXPECT_EQ(got.text, full.text.substr(0, at));
   EXPECT_EQ(finish_reason_name(got.reason), std::string("stopped"));
   EXPECT_NE(got.message.find(stop), std::string::npos) << got.message;
+  EXPECT_EQ(matched, stop);
   EXPECT_LT(got.tokens.size(), full.tokens.size());
   EXPECT_TRUE(std::equal(got.tokens.begin(), got.tokens.end(), full.tokens.begin()));
 }

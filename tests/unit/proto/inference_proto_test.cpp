@@ -74,6 +74,16 @@ TEST(InferenceProto, GenerateRequestTokenIdsPromptRoundTrips) {
 TEST(InferenceProto, EmptyRequestHasNoPrompt) {
   const GenerateRequest back = roundtrip(GenerateRequest());
   EXPECT_EQ(back.prompt_case(), GenerateRequest::PROMPT_NOT_SET);
+  EXPECT_FALSE(back.has_max_new_tokens());  // unset: the server's default
+}
+
+// max_new_tokens has presence: an explicit 0 (a bad request) is not the same as unset.
+TEST(InferenceProto, ExplicitZeroMaxNewTokensIsKept) {
+  GenerateRequest req;
+  req.set_max_new_tokens(0);
+  const GenerateRequest back = roundtrip(req);
+  EXPECT_TRUE(back.has_max_new_tokens());
+  EXPECT_EQ(back.max_new_tokens(), 0);
 }
 
 TEST(InferenceProto, FinalGenerateResponseCarriesFinishReasonAndUsage) {

@@ -140,6 +140,10 @@ TEST(BpeTokenizer, SentencepieceDecodePiece) {
   EXPECT_EQ(t->decode_piece(-1, 1), "");          // BOS
   EXPECT_EQ(t->decode_piece(-1, 2), "");          // EOS
   EXPECT_THROW(t->decode_piece(-1, 819), Error);
+  // piece(): the stored entry, dummy prefix and byte-fallback form kept.
+  EXPECT_EQ(t->piece(ids[0]), first);
+  EXPECT_EQ(t->piece(3 + 0x41), "<0x41>");
+  EXPECT_THROW(t->piece(819), Error);
 }
 
 // --- The GGUF path -------------------------------------------------------------------------------

@@ -186,6 +186,16 @@ TEST(Llama2cTokenizer, DecodePieceFollowsRunC) {
   EXPECT_THROW(t.decode_piece(5, -3), Error);
 }
 
+// piece() is the stored vocabulary entry: leading space and byte-fallback form kept.
+TEST(Llama2cTokenizer, PieceIsTheStoredEntry) {
+  const Tokenizer& t = tok512();
+  EXPECT_EQ(t.piece(403), " Once");
+  EXPECT_EQ(t.piece(13), "<0x0A>");
+  EXPECT_EQ(t.piece(0), "<unk>");
+  EXPECT_THROW(t.piece(512), Error);
+  EXPECT_THROW(t.piece(-1), Error);
+}
+
 TEST(Llama2cTokenizer, BadFiles) {
   test::TempDir dir;
   const std::string good = read_file(tok512_path());
