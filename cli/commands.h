@@ -15,6 +15,8 @@ void add_train(CLI::App& app);
 void add_convert(CLI::App& app);
 void add_plan(CLI::App& app);
 void add_plot(CLI::App& app);
+// Serving over gRPC (builds with LATTE_CLI_WITH_GRPC only).
+void add_coordinator(CLI::App& app);
 
 // --threads N for OpenMP and OpenBLAS (0: leave the defaults).
 void add_threads_option(CLI::App& cmd, int& threads);
