@@ -16,6 +16,8 @@ void add_convert(CLI::App& app);
 void add_plan(CLI::App& app);
 void add_plot(CLI::App& app);
 void add_shard(CLI::App& app);  // cmd_shard.cpp with gRPC, cmd_shard_off.cpp without
+// Serving over gRPC (builds with LATTE_CLI_WITH_GRPC only).
+void add_coordinator(CLI::App& app);
 
 // --threads N for OpenMP and OpenBLAS (0: leave the defaults).
 void add_threads_option(CLI::App& cmd, int& threads);

@@ -35,6 +35,9 @@ int main(int argc, char** argv) {
   latte::cli::add_plan(app);
   latte::cli::add_plot(app);
   latte::cli::add_shard(app);
+#if LATTE_CLI_WITH_GRPC
+  latte::cli::add_coordinator(app);
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

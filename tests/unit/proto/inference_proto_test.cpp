@@ -107,6 +107,34 @@ TEST(InferenceProto, FinalGenerateResponseCarriesFinishReasonAndUsage) {
             "FINISH_REASON_STOP_STRING");
 }
 
+TEST(InferenceProto, CoordinatorStatsCarryOneEntryPerShardGroup) {
+  latte::v1::StatsResponse s;
+  s.set_running(3);
+  latte::v1::ShardGroupStats* g = s.add_shard_groups();
+  g->set_address("10.0.0.2:50052");
+  g->set_healthy(false);
+  g->set_unhealthy_reason("health check: NOT_SERVING");
+  g->set_outstanding_tokens(1234);
+  g->mutable_stats()->set_blocks_free(7);
+  std::string wire;
+  ASSERT_TRUE(s.SerializeToString(&wire));
+  latte::v1::StatsResponse back;
+  ASSERT_TRUE(back.ParseFromString(wire));
+  ASSERT_EQ(back.shard_groups_size(), 1);
+  EXPECT_EQ(back.shard_groups(0).address(), "10.0.0.2:50052");
+  EXPECT_FALSE(back.shard_groups(0).healthy());
+  EXPECT_EQ(back.shard_groups(0).outstanding_tokens(), 1234);
+  EXPECT_EQ(back.shard_groups(0).stats().blocks_free(), 7);
+  // Numbered apart from the shard's own fields, so that those can grow without colliding.
+  EXPECT_EQ(latte::v1::StatsResponse::descriptor()->FindFieldByName("shard_groups")->number(), 100);
+  // A shard's answer (no groups) is byte for byte what it was before the field existed.
+  latte::v1::StatsResponse shard;
+  shard.set_running(3);
+  std::string shard_wire;
+  ASSERT_TRUE(shard.SerializeToString(&shard_wire));
+  EXPECT_EQ(shard_wire, "\x08\x03");
+}
+
 TEST(InferenceProto, ServiceMethods) {
   EXPECT_STREQ(latte::v1::Inference::service_full_name(), "latte.v1.Inference");
   const google::protobuf::ServiceDescriptor* svc =
