@@ -2,9 +2,12 @@
 # End to end: `latte shard --tp 2` under mpiexec on stories260K, `latte coordinator` in front of
 # it, and the Python client (inference/clients/python):
 #   1. greedy generation through the coordinator equals `latte generate --temperature 0`;
-#   2. rank 1 of the group killed (SIGKILL): the group's mpirun ends, a request is UNAVAILABLE,
+#   2. rank 1 of the group killed (SIGKILL) while a stream is running: the client gets
+#      UNAVAILABLE naming the group, the group's mpirun ends, the next request is UNAVAILABLE,
 #      the coordinator is still up and reports the group (and itself) NOT_SERVING;
-#   3. the group restarted on its port: SERVING again, used again, same greedy text.
+#   3. the group restarted on its port: SERVING again, used again, same greedy text;
+#   4. the group replaced by one serving an MLA conversion of stories260K: greedy through the
+#      coordinator equals `latte generate --temperature 0` on the converted model.
 #
 #   serve_e2e.sh LATTE MODELS_DIR PYTHON PYTHONPATH MPIEXEC NP_FLAG [MPIEXEC FLAGS...]
 # (tests/CMakeLists.txt passes the flags of tests/mpi: --allow-run-as-root --oversubscribe
@@ -85,17 +88,15 @@ ready=$(wait_line "$work/coordinator.log" "^latte coordinator: serving on .*, 1 
 coord_addr=$(echo "$ready" | sed -E 's/^latte coordinator: serving on ([^,]+),.*/\1/')
 echo "shard group on $shard_addr, coordinator on $coord_addr"
 
-# 1. Greedy through the coordinator vs latte generate. latte generate runs `steps` positions,
-#    prompt (with BOS) included, and generates steps - prompt + 1 tokens; it echoes the prompt.
+# Greedy through the coordinator vs latte generate on MODEL (what the group serves), written to
+# OUT. latte generate runs `steps` positions, prompt (with BOS) included, and generates
+# steps - prompt + 1 tokens; it echoes the prompt.
 prompt_tokens=$(client "$prompt" <<'EOF_PY'
 import sys
 from latte_client import LatteClient
 print(len(LatteClient(sys.argv[1], timeout=30).tokenize(sys.argv[2], add_bos=True).ids))
 EOF_PY
 ) || fail "Tokenize through the coordinator"
-steps=$((new_tokens + prompt_tokens - 1))
-"$latte" generate --model "$model" --temperature 0 --prompt "$prompt" --steps "$steps" >"$work/generate.out" \
-  2>"$work/generate.log" || fail "latte generate"
 greedy() {
   client "$prompt" "$new_tokens" <<'EOF_PY'
 import sys
@@ -104,8 +105,12 @@ sys.stdout.write(LatteClient(sys.argv[1], timeout=60).generate_text(sys.argv[2],
                                                                     temperature=0))
 EOF_PY
 }
-greedy >"$work/served.out" || fail "greedy generation through the coordinator"
-"$python" - "$work/generate.out" "$work/served.out" "$prompt" <<'EOF_PY' || fail "served text differs from latte generate"
+check_greedy() {
+  local served_model=$1 out=$2
+  "$latte" generate --model "$served_model" --temperature 0 --prompt "$prompt" --steps $((new_tokens + prompt_tokens - 1)) \
+    >"$work/generate.out" 2>"$work/generate.log" || fail "latte generate --model $served_model"
+  greedy >"$out" || fail "greedy generation through the coordinator"
+  "$python" - "$work/generate.out" "$out" "$prompt" <<'EOF_PY' || fail "served text differs from latte generate on $served_model"
 import sys
 reference = open(sys.argv[1]).read()
 served = open(sys.argv[2]).read()
@@ -118,7 +123,11 @@ print("latte generate: %r" % reference)
 print("served:         %r" % served)
 sys.exit(0 if served == reference and len(served) > 0 else 1)
 EOF_PY
-echo "ok: greedy output through the coordinator equals latte generate ($new_tokens tokens)"
+  echo "ok: greedy output through the coordinator equals latte generate on $(basename "$served_model") ($new_tokens tokens)"
+}
+
+# 1. Greedy through the coordinator vs latte generate.
+check_greedy "$model" "$work/served.out"
 
 # 2. Kill rank 1 of the group: OpenMPI puts each rank's index in its environment.
 rank1=
@@ -126,7 +135,27 @@ for pid in $(pgrep -s "$group_pid"); do
   if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then rank1=$pid; fi
 done
 [ -n "$rank1" ] || fail "no rank 1 among the group's processes"
-kill -KILL "$rank1"
+# A stream as long as the context allows; rank 1 dies when its first piece arrives, so the group
+# dies mid-stream (hundreds of decode steps are still to come).
+client "$rank1" <<'EOF_PY' || fail "the stream during the kill"
+import os, signal, sys, grpc
+from latte_client import LatteClient, LatteError
+from latte.v1 import inference_pb2 as pb
+c = LatteClient(sys.argv[1], timeout=60)
+pieces = 0
+try:
+    for message in c.generate_responses("Once upon a time", max_new_tokens=400, temperature=0):
+        assert message.finish_reason in (0, pb.FINISH_REASON_ERROR), \
+            "the stream ended normally after %d pieces: the kill came too late" % pieces
+        if message.text:
+            pieces += 1
+            if pieces == 1:
+                os.kill(int(sys.argv[2]), signal.SIGKILL)
+    raise SystemExit("the stream ended without an error after the kill")
+except LatteError as e:
+    assert e.code == grpc.StatusCode.UNAVAILABLE, e
+    print("ok: rank 1 killed after the first piece; the stream ended UNAVAILABLE after %d pieces: %s" % (pieces, e.details))
+EOF_PY
 for _ in $(seq 300); do kill -0 "$group_pid" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$group_pid" 2>/dev/null && fail "mpirun still runs 30 s after rank 1 was killed"
 group_pid=
@@ -174,6 +203,30 @@ g = LatteClient(sys.argv[1], timeout=30).stats().shard_groups[0]
 assert g.healthy and g.requests_routed >= 3, g
 print("ok: the restarted group served again (%d calls routed to it in all)" % g.requests_routed)
 EOF_PY
+
+# 4. The same through an MLA conversion of stories260K (partial RoPE, low-rank latent): the group
+#    stopped and started again on the converted model.
+"$latte" convert --model "$model" --out "$work/stories260K-mla" --rope-strategy high --rope-pairs 1 --d-kv 4 --quiet \
+  >"$work/convert.log" 2>&1 || fail "latte convert"
+stop_group "$group_pid"
+group_pid=
+model=$work/stories260K-mla
+start_group
+client "$shard_addr" <<'EOF_PY' || fail "after the switch to MLA"
+import sys, time
+from latte_client import LatteClient
+c = LatteClient(sys.argv[1], timeout=30)
+group = "shard:" + sys.argv[2]
+end = time.time() + 30
+while c.health(group) != "SERVING":
+    assert time.time() < end, "the MLA group is still %s" % c.health(group)
+    time.sleep(0.1)
+info = c.model_info()
+from latte.v1 import inference_pb2 as pb
+assert info.attention == pb.ATTENTION_KIND_MLA and info.kv_latent_rank > 0, info
+print("ok: the coordinator serves the MLA group: %s" % str(info).replace("\n", "; "))
+EOF_PY
+check_greedy "$model" "$work/served-mla.out"
 
 kill -TERM "$coord_pid"
 for _ in $(seq 100); do kill -0 "$coord_pid" 2>/dev/null || break; sleep 0.1; done
