@@ -28,7 +28,7 @@ std::string param_text(CallKind kind, int64_t param) {
 }  // namespace
 
 void agree_on_call(MPI_Comm comm, const CommContext& ctx, const std::string& where,
-                   const CallSignature& sig, const std::string& problem) {
+                   const CallSignature& sig, const std::string& problem, Waiting waiting) {
   const std::string prefix = str_cat("rank ", ctx.world_rank, ": ", where, ": ");
   if (!ctx.verify) {
     if (!problem.empty()) fail(ErrorCode::invalid_argument, prefix, problem);
@@ -37,7 +37,9 @@ void agree_on_call(MPI_Comm comm, const CommContext& ctx, const std::string& whe
   const int64_t kind = int64_t(sig.kind);
   const int64_t refused = problem.empty() ? 0 : 1;
   int64_t v[8] = {kind, -kind, sig.count, -sig.count, sig.param, -sig.param, refused, 0};
-  LATTE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, v, 8, MPI_INT64_T, MPI_MAX, comm));
+  MPI_Request request = MPI_REQUEST_NULL;
+  LATTE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, v, 8, MPI_INT64_T, MPI_MAX, comm, &request));
+  wait_for(request, waiting);
   if (refused) fail(ErrorCode::invalid_argument, prefix, problem);
   if (v[6])
     fail(ErrorCode::invalid_argument, prefix,

@@ -10,6 +10,8 @@
 // A rank whose own arguments are refused (wrong dtype, device tensor, bad root) joins the check
 // with `refused` set, so its peers throw too rather than wait in a call it will never make.
 //
+// The check is an MPI_Iallreduce completed by wait_for (request_wait.h), so that a rank can wait
+// in it patiently; every check is one, so checks always match each other across ranks.
 // Cost: one 64-byte MPI_Allreduce per collective; NCCL calls pay it over MPI on the host.
 // Measured on the 2-core development machine, np 2 over shared memory (vader), mean of 20,000
 // MpiCommunicator::all_reduce calls, 3 runs: 1 float 0.84-1.00 us unchecked, 1.40-1.49 us
@@ -23,6 +25,7 @@
 #include <string>
 
 #include "core/tensor/tensor.h"
+#include "parallel/comm/request_wait.h"
 
 namespace latte {
 
@@ -46,9 +49,10 @@ struct CommContext {
 
 // Collective over comm when ctx.verify: throws latte::Error on every rank if any rank refused
 // its arguments (`problem` non-empty on that rank) or the signatures differ. Without verify it
-// only throws `problem` on the rank that has one. `where` is "all_reduce on mpi world".
+// only throws `problem` on the rank that has one. `where` is "all_reduce on mpi world". `waiting`:
+// how this rank waits for the others (patient for a call it may wait in for long).
 void agree_on_call(MPI_Comm comm, const CommContext& ctx, const std::string& where,
-                   const CallSignature& sig, const std::string& problem);
+                   const CallSignature& sig, const std::string& problem, Waiting waiting = Waiting::busy);
 
 // "" if t is a defined, contiguous f32 tensor on `device`; else what is wrong, naming `name`.
 std::string tensor_problem(const Tensor& t, const char* name, Device device);

@@ -35,7 +35,7 @@ MpiCommunicator::~MpiCommunicator() {
 
 void MpiCommunicator::all_reduce(Tensor& t, ReduceOp op) {
   WatchedCall call(slot_, "all_reduce", t.numel());
-  call.enter("MPI_Allreduce", "call check of ");
+  call.enter("MPI_Iallreduce", "call check of ");
   agree_on_call(comm_, ctx_, where("all_reduce"), {CallKind::all_reduce, t.numel(), int64_t(op)},
                 first_problem({tensor_problem(t, "t", Device::cpu()), count_problem(t.numel(), "t")}));
   call.enter("MPI_Allreduce");
@@ -59,7 +59,7 @@ void MpiCommunicator::all_gather(Tensor& out, const Tensor& in) {
       if (!in_place) problem = "in overlaps out but is not this rank's block of it";
     }
   }
-  call.enter("MPI_Allreduce", "call check of ");
+  call.enter("MPI_Iallreduce", "call check of ");
   agree_on_call(comm_, ctx_, where("all_gather"), {CallKind::all_gather, in.numel()}, problem);
   call.enter("MPI_Allgather");
   const int n = int(in.numel());
@@ -79,7 +79,7 @@ void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in) {
     else if (overlaps(in, out))
       problem = "in and out overlap";
   }
-  call.enter("MPI_Allreduce", "call check of ");
+  call.enter("MPI_Iallreduce", "call check of ");
   agree_on_call(comm_, ctx_, where("reduce_scatter"), {CallKind::reduce_scatter, out.numel()}, problem);
   call.enter("MPI_Reduce_scatter_block");
   LATTE_MPI_CHECK(MPI_Reduce_scatter_block(in.raw(), out.raw(), int(out.numel()), MPI_FLOAT, MPI_SUM,
@@ -91,7 +91,7 @@ void MpiCommunicator::broadcast(Tensor& t, int root) {
   std::string problem = first_problem({tensor_problem(t, "t", Device::cpu()), count_problem(t.numel(), "t")});
   if (problem.empty() && (root < 0 || root >= size_))
     problem = str_cat("root ", root, " is not a rank of this ", size_, "-rank communicator");
-  call.enter("MPI_Allreduce", "call check of ");
+  call.enter("MPI_Iallreduce", "call check of ");
   agree_on_call(comm_, ctx_, where("broadcast"), {CallKind::broadcast, t.numel(), root}, problem);
   call.enter("MPI_Bcast");
   LATTE_MPI_CHECK(MPI_Bcast(t.raw(), int(t.numel()), MPI_FLOAT, root, comm_));
@@ -103,15 +103,19 @@ void MpiCommunicator::broadcast_ints(std::span<int32_t> values, int root) {
   std::string problem = count_problem(n, "values");
   if (problem.empty() && (root < 0 || root >= size_))
     problem = str_cat("root ", root, " is not a rank of this ", size_, "-rank communicator");
-  call.enter("MPI_Allreduce", "call check of ");
-  agree_on_call(comm_, ctx_, where("broadcast_ints"), {CallKind::broadcast_ints, n, root}, problem);
-  call.enter("MPI_Bcast");
-  LATTE_MPI_CHECK(MPI_Bcast(values.data(), int(n), MPI_INT32_T, root, comm_));
+  call.enter("MPI_Iallreduce", "call check of ");
+  // Patient: a serving follower waits here for the next engine step for as long as the server is
+  // idle (request_wait.h).
+  agree_on_call(comm_, ctx_, where("broadcast_ints"), {CallKind::broadcast_ints, n, root}, problem, Waiting::patient);
+  call.enter("MPI_Ibcast");
+  MPI_Request request = MPI_REQUEST_NULL;
+  LATTE_MPI_CHECK(MPI_Ibcast(values.data(), int(n), MPI_INT32_T, root, comm_, &request));
+  wait_for(request, Waiting::patient);
 }
 
 void MpiCommunicator::barrier() {
   WatchedCall call(slot_, "barrier", 0);
-  call.enter("MPI_Allreduce", "call check of ");
+  call.enter("MPI_Iallreduce", "call check of ");
   agree_on_call(comm_, ctx_, where("barrier"), {CallKind::barrier, 0}, "");
   call.enter("MPI_Barrier");
   LATTE_MPI_CHECK(MPI_Barrier(comm_));

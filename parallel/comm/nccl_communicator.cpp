@@ -68,7 +68,7 @@ std::string NcclCommunicator::peer_problem(int peer, int tag, const char* role) 
 
 void NcclCommunicator::all_reduce(Tensor& t, ReduceOp op) {
   WatchedCall call(slot_, "all_reduce", t.numel());
-  call.enter("MPI_Allreduce", "call check of ");
+  call.enter("MPI_Iallreduce", "call check of ");
   agree_on_call(mpi_, ctx_, where("all_reduce"), {CallKind::all_reduce, t.numel(), int64_t(op)},
                 tensor_problem(t, "t", device_));
   LATTE_REQUIRE(nccl_, ErrorCode::io, "rank ", ctx_.world_rank, ": ", name_, " was aborted after an error");
@@ -89,7 +89,7 @@ void NcclCommunicator::all_gather(Tensor& out, const Tensor& in) {
              in.raw() != static_cast<const char*>(out.raw()) + size_t(rank_) * in.nbytes())
       problem = "in overlaps out but is not this rank's block of it";
   }
-  call.enter("MPI_Allreduce", "call check of ");
+  call.enter("MPI_Iallreduce", "call check of ");
   agree_on_call(mpi_, ctx_, where("all_gather"), {CallKind::all_gather, in.numel()}, problem);
   LATTE_REQUIRE(nccl_, ErrorCode::io, "rank ", ctx_.world_rank, ": ", name_, " was aborted after an error");
   call.enter("ncclAllGather");  // in place when in is this rank's block of out (NCCL allows it)
@@ -107,7 +107,7 @@ void NcclCommunicator::reduce_scatter(Tensor& out, const Tensor& in) {
     else if (overlaps(in, out))
       problem = "in and out overlap";
   }
-  call.enter("MPI_Allreduce", "call check of ");
+  call.enter("MPI_Iallreduce", "call check of ");
   agree_on_call(mpi_, ctx_, where("reduce_scatter"), {CallKind::reduce_scatter, out.numel()}, problem);
   LATTE_REQUIRE(nccl_, ErrorCode::io, "rank ", ctx_.world_rank, ": ", name_, " was aborted after an error");
   call.enter("ncclReduceScatter");
@@ -121,7 +121,7 @@ void NcclCommunicator::broadcast(Tensor& t, int root) {
   std::string problem = tensor_problem(t, "t", device_);
   if (problem.empty() && (root < 0 || root >= size_))
     problem = str_cat("root ", root, " is not a rank of this ", size_, "-rank communicator");
-  call.enter("MPI_Allreduce", "call check of ");
+  call.enter("MPI_Iallreduce", "call check of ");
   agree_on_call(mpi_, ctx_, where("broadcast"), {CallKind::broadcast, t.numel(), root}, problem);
   LATTE_REQUIRE(nccl_, ErrorCode::io, "rank ", ctx_.world_rank, ": ", name_, " was aborted after an error");
   call.enter("ncclBroadcast");
@@ -138,17 +138,21 @@ void NcclCommunicator::broadcast_ints(std::span<int32_t> values, int root) {
   if (n > INT_MAX) problem = str_cat("values has ", n, " elements, more than MPI's int count limit of ", INT_MAX);
   if (problem.empty() && (root < 0 || root >= size_))
     problem = str_cat("root ", root, " is not a rank of this ", size_, "-rank communicator");
-  call.enter("MPI_Allreduce", "call check of ");
-  agree_on_call(mpi_, ctx_, where("broadcast_ints"), {CallKind::broadcast_ints, n, root}, problem);
-  call.enter("MPI_Bcast");
-  LATTE_MPI_CHECK(MPI_Bcast(values.data(), int(n), MPI_INT32_T, root, mpi_));
+  call.enter("MPI_Iallreduce", "call check of ");
+  // Patient: a serving follower waits here for the next engine step for as long as the server is
+  // idle (request_wait.h).
+  agree_on_call(mpi_, ctx_, where("broadcast_ints"), {CallKind::broadcast_ints, n, root}, problem, Waiting::patient);
+  call.enter("MPI_Ibcast");
+  MPI_Request request = MPI_REQUEST_NULL;
+  LATTE_MPI_CHECK(MPI_Ibcast(values.data(), int(n), MPI_INT32_T, root, mpi_, &request));
+  wait_for(request, Waiting::patient);
 }
 
 void NcclCommunicator::barrier() {
   // Every call is synchronous, so this rank's device work is already done: a host barrier on
   // the bootstrap group is a barrier for the group.
   WatchedCall call(slot_, "barrier", 0);
-  call.enter("MPI_Allreduce", "call check of ");
+  call.enter("MPI_Iallreduce", "call check of ");
   agree_on_call(mpi_, ctx_, where("barrier"), {CallKind::barrier, 0}, "");
   call.enter("MPI_Barrier");
   LATTE_MPI_CHECK(MPI_Barrier(mpi_));
