@@ -47,27 +47,6 @@ MappedFile::~MappedFile() {
 
 namespace {
 
-class FdWriter final : public FileWriter {
- public:
-  FdWriter(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
-  void write(const void* data, size_t n) override {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      ssize_t w = ::write(fd_, p, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        fail(ErrorCode::io, "cannot write ", path_, ": ", std::strerror(errno));
-      }
-      p += w;
-      n -= size_t(w);
-    }
-  }
-
- private:
-  int fd_;
-  std::string path_;
-};
-
 void fsync_directory_of(const std::string& path) {
   std::filesystem::path parent = std::filesystem::absolute(path).parent_path();
   int dfd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY);
@@ -79,26 +58,50 @@ void fsync_directory_of(const std::string& path) {
 
 }  // namespace
 
-void atomic_write(const std::string& path, const std::function<void(FileWriter&)>& fill) {
-  std::string tmp = str_cat(path, ".tmp.", ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) fail(ErrorCode::io, "cannot create ", tmp, ": ", std::strerror(errno));
-  try {
-    FdWriter writer(fd, path);
-    fill(writer);
-    if (::fsync(fd) != 0) fail(ErrorCode::io, "cannot fsync ", tmp, ": ", std::strerror(errno));
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)), tmp_(str_cat(path_, ".tmp.", ::getpid())) {
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd_ < 0) fail(ErrorCode::io, "cannot create ", tmp_, ": ", std::strerror(errno));
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ >= 0) {  // not committed
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
   }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+}
+
+void AtomicFile::write(const void* data, size_t n) {
+  LATTE_REQUIRE(fd_ >= 0, ErrorCode::internal, "write to ", path_, " after it was committed");
+  const char* p = static_cast<const char*>(data);
+  written_ += n;
+  while (n > 0) {
+    ssize_t w = ::write(fd_, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      fail(ErrorCode::io, "cannot write ", path_, ": ", std::strerror(errno));
+    }
+    p += w;
+    n -= size_t(w);
+  }
+}
+
+void AtomicFile::commit() {
+  LATTE_REQUIRE(fd_ >= 0, ErrorCode::internal, path_, " committed twice");
+  if (::fsync(fd_) != 0) fail(ErrorCode::io, "cannot fsync ", tmp_, ": ", std::strerror(errno));
+  ::close(fd_);
+  fd_ = -1;
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
     int e = errno;
-    ::unlink(tmp.c_str());
-    fail(ErrorCode::io, "cannot rename ", tmp, " to ", path, ": ", std::strerror(e));
+    ::unlink(tmp_.c_str());
+    fail(ErrorCode::io, "cannot rename ", tmp_, " to ", path_, ": ", std::strerror(e));
   }
-  fsync_directory_of(path);
+  fsync_directory_of(path_);
+}
+
+void atomic_write(const std::string& path, const std::function<void(FileWriter&)>& fill) {
+  AtomicFile file(path);
+  fill(file);
+  file.commit();
 }
 
 void atomic_write_string(const std::string& path, const std::string& contents) {

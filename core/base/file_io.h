@@ -36,6 +36,30 @@ class FileWriter {
   void write(std::span<const uint8_t> b) { write(b.data(), b.size()); }
 };
 
+// A file written in pieces, over many calls, that appears at `path` only when committed: the
+// bytes go to "<path>.tmp.<pid>"; commit() fsyncs it, renames it onto path and fsyncs the folder.
+// Destroyed uncommitted (an error on the way), the temp file is removed and path is untouched.
+// For writers that cannot hold the whole file in memory (a 4 GiB checkpoint shard, tensor by
+// tensor).
+class AtomicFile final : public FileWriter {
+ public:
+  explicit AtomicFile(std::string path);  // creates the temp file; throws io naming it
+  ~AtomicFile() override;
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  using FileWriter::write;
+  void write(const void* data, size_t n) override;  // throws io naming path
+  void commit();
+  uint64_t bytes_written() const { return written_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+  uint64_t written_ = 0;
+};
+
 // Calls fill(writer) on "<path>.tmp.<pid>", then fsyncs and renames it onto path. If fill throws,
 // the temp file is removed and path is left untouched.
 void atomic_write(const std::string& path, const std::function<void(FileWriter&)>& fill);
