@@ -15,6 +15,7 @@ void add_train(CLI::App& app);
 void add_convert(CLI::App& app);
 void add_plan(CLI::App& app);
 void add_plot(CLI::App& app);
+void add_make_model(CLI::App& app);
 void add_shard(CLI::App& app);  // cmd_shard.cpp with gRPC, cmd_shard_off.cpp without
 // Serving over gRPC (builds with LATTE_CLI_WITH_GRPC only).
 void add_coordinator(CLI::App& app);

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   latte::cli::add_convert(app);
   latte::cli::add_plan(app);
   latte::cli::add_plot(app);
+  latte::cli::add_make_model(app);
   latte::cli::add_shard(app);
 #if LATTE_CLI_WITH_GRPC
   latte::cli::add_coordinator(app);
