@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "core/base/file_io.h"
+#include "core/base/process_memory.h"
 #include "core/checkpoint/checkpoint.h"
 #include "cli/commands.h"
 #include "cli/device_option.h"
@@ -116,6 +117,7 @@ void add_convert(CLI::App& app) {
                                  file_exists((fs::path(o->out) / "tokenizer.bin").string());
     std::printf("\nwrote %s: config.json, model.safetensors (f32)%s\n", o->out.c_str(),
                 wrote_tokenizer ? ", tokenizer" : "; no tokenizer found (pass --tokenizer)");
+    std::printf("peak resident memory: %.2f GiB\n", double(peak_resident_bytes()) / double(1ull << 30));
   });
 }
 

@@ -12,6 +12,7 @@
 
 #include "core/backend/registry.h"
 #include "core/base/file_io.h"
+#include "core/base/process_memory.h"
 #include "core/checkpoint/checkpoint.h"
 #include "core/checkpoint/safetensors_file.h"
 #include "core/model/transformer.h"
@@ -58,6 +59,16 @@ std::string format_duration(double s) {
 }
 
 // Mean over ranks of a scalar.
+// Every rank's peak resident memory (VmHWM), MiB, in rank order: each rank fills its own slot
+// and a sum over the group assembles them (host tensors, as mean_over).
+std::vector<double> peak_rss_mib_per_rank(Communicator& comm) {
+  std::vector<float> v(size_t(comm.size()), 0.0f);
+  v[size_t(comm.rank())] = float(double(peak_resident_bytes()) / 1048576.0);
+  Tensor t = Tensor::from_vector(v, {comm.size()});
+  if (comm.size() > 1) comm.all_reduce(t, ReduceOp::sum);
+  return std::vector<double>(t.f32(), t.f32() + comm.size());
+}
+
 double mean_over(Communicator& comm, double v) {
   Tensor t = Tensor::from_vector({float(v)}, {1});
   if (comm.size() > 1) comm.all_reduce(t, ReduceOp::sum);
@@ -301,6 +312,7 @@ TrainResult train(const TrainOptions& o, Communicator& world, Communicator& tp, 
 
     const double loss = mean_over(dp, loss_sum / double(o.grad_accum));
     const double kl = teacher ? mean_over(dp, kl_sum / double(o.grad_accum)) : 0.0;
+    const std::vector<double> peak_rss = peak_rss_mib_per_rank(world);
     const int64_t done = step + 1;
     const double elapsed = seconds_since(t0), step_s = seconds_since(ts);
     const double tok_s = double(tokens_per_step * (done - start)) / elapsed;
@@ -312,7 +324,9 @@ TrainResult train(const TrainOptions& o, Communicator& world, Communicator& tp, 
       line << "{\"step\":" << done << ",\"loss\":" << loss << ",\"lr\":" << lr << ",\"grad_norm\":" << gnorm
            << ",\"tokens\":" << tokens_per_step * done << ",\"tokens_per_s\":" << tok_s << ",\"step_s\":" << step_s;
       if (teacher) line << ",\"distill_kl\":" << kl;
-      line << "}";
+      line << ",\"peak_rss_mib\":[";
+      for (size_t r = 0; r < peak_rss.size(); ++r) line << (r ? "," : "") << std::lround(peak_rss[r]);
+      line << "]}";
       last_metrics = line.str();
       metrics << last_metrics << "\n";
       metrics.flush();

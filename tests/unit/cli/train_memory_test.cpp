@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -63,6 +64,15 @@ TEST(TrainMemoryTest, MeasuredPeakAgreesWithThePlan) {
   const double measured = double(rss_kb) * 1024.0;
   EXPECT_NEAR(measured / planned, 1.0, 0.10) << "measured peak " << measured / (1 << 20) << " MiB, planned "
                                               << planned / (1 << 20) << " MiB";
+  // The run's own record of its peak (metrics.jsonl, every rank's VmHWM after each step) agrees
+  // with the kernel's account of the child; the last step's is the run's peak before the final save.
+  std::ifstream metrics(dir + "/run/metrics.jsonl");
+  std::string line, last_step;
+  while (std::getline(metrics, line))
+    if (line.find("\"loss\"") != std::string::npos) last_step = line;
+  const auto peaks = nlohmann::json::parse(last_step).at("peak_rss_mib");
+  ASSERT_EQ(peaks.size(), 1u) << last_step;
+  EXPECT_NEAR(peaks[0].get<double>() * 1048576.0 / measured, 1.0, 0.02) << last_step;
   std::filesystem::remove_all(dir);
 }
 
