@@ -32,13 +32,18 @@ struct RankModel {
 };
 
 // Loads a checkpoint and keeps this TP rank's f32 shard of it (every rank reads the file; the
-// split table slices it, model_tensors.h).
+// split table slices it, model_tensors.h). Each rank checks only its own slices for NaN/Inf (the
+// ranks together cover every weight): checking the whole file would read all of it into every
+// rank's resident memory, a peak of one full model per rank that the run itself never needs.
 RankModel load_rank_model(const std::string& path, Communicator& tp, Backend& backend) {
   RankModel m;
-  m.checkpoint = load_checkpoint(path);
+  LoadOptions lo;
+  lo.check_finite = false;
+  m.checkpoint = load_checkpoint(path, lo);
   const ModelConfig& c = m.checkpoint.config;
   const TpLayout layout = tp_layout(c, tp.rank(), tp.size());
   TensorStore local = shard_store(c, layout, m.checkpoint.tensors);
+  local.check_all_finite();
   ModelWeights w = weights_to_f32(c, weights_from_store(c, local, layout));
   m.model = std::make_unique<Transformer>(c, std::move(w), backend, &tp);
   // The f32 master copy is all training needs: release the file's tensors (and their mapping).

@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <cstdio>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -73,6 +74,30 @@ TEST_F(TrainCliTest, ShardOfAnotherVocabulary) {
   // Not a shard at all.
   std::ofstream(dir_ + "/text.bin") << "Once upon a time";
   expect_one_line_error(train(kModel, dir_ + "/text.bin", dir_ + "/o4"), dir_ + "/text.bin");
+}
+
+TEST_F(TrainCliTest, NanWeightIsRefusedNamingTheTensor) {
+  // An exported stories260K whose down_proj of layer 1 holds a NaN, patched in the file's bytes at
+  // the tensor's offset from the safetensors header. Every rank checks only its own slices, so
+  // the one rank here must find it.
+  const std::string model = dir_ + "/nan-model";
+  ASSERT_EQ(run_latte("export --model " + kModel + " --out " + model).code, 0);
+  const std::string file = model + "/model.safetensors";
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  uint64_t header_len = 0;
+  f.read(reinterpret_cast<char*>(&header_len), 8);
+  std::string header(header_len, '\0');
+  f.read(header.data(), std::streamsize(header_len));
+  const std::string name = "model.layers.1.mlp.down_proj.weight";
+  const size_t at = header.find("\"" + name + "\"");
+  ASSERT_NE(at, std::string::npos) << header;
+  const size_t offsets = header.find("data_offsets", at);
+  const uint64_t begin = std::stoull(header.substr(header.find('[', offsets) + 1));
+  const float nan = std::nanf("");
+  f.seekp(std::streamoff(8 + header_len + begin + 40));
+  f.write(reinterpret_cast<const char*>(&nan), 4);
+  f.close();
+  expect_one_line_error(train(model, shard(), dir_ + "/o-nan"), name);
 }
 
 TEST_F(TrainCliTest, TpThatDoesNotDivideTheRanks) {
