@@ -28,6 +28,7 @@ void add_convert(CLI::App& app) {
   struct Opts {
     std::string model, out, strategy = "2norm", svd = "joint", init = "svd", sigma = "code", calib, tokenizer, device = "cpu";
     int64_t rope_pairs = -1, d_kv = -1, calib_tokens = 32768, calib_window = 0;
+    double pca_key_scale = 0;
     bool quiet = false;
     int threads = 0;
   };
@@ -47,6 +48,10 @@ void add_convert(CLI::App& app) {
                   "latent initialisation: svd (default: of the weights, MHA2MLA) or pca (principal directions "
                   "of the calibration keys and values, keys balanced against values, TransMLA-style; needs --calib)")
       ->check(CLI::IsMember({"svd", "pca"}));
+  cmd->add_option("--pca-key-scale", o->pca_key_scale,
+                  "--init pca: the key scale alpha (keys / alpha, key up-projection * alpha); 0 (default): "
+                  "balanced, mean key channel norm / mean value channel norm; 1: unbalanced PCA")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--sigma-split", o->sigma, "where the singular values go: code (default; all in the "
                                              "up-projection) or paper (square root on each side)")
       ->check(CLI::IsMember({"code", "paper"}));
@@ -91,6 +96,9 @@ void add_convert(CLI::App& app) {
     co.kv_rank_per_head = o->d_kv;
     co.svd = svd_method_from_name(o->svd);
     co.init = latent_init_from_name(o->init);
+    LATTE_REQUIRE(o->pca_key_scale == 0 || co.init == LatentInit::pca, ErrorCode::invalid_argument,
+                  "--pca-key-scale applies to --init pca only");
+    co.pca_key_scale = o->pca_key_scale;
     co.sigma_in_up = o->sigma == "code";
     co.calibration.text_path = o->calib;
     co.calibration.max_tokens = o->calib_tokens;

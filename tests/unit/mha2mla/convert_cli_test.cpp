@@ -78,6 +78,11 @@ TEST(ConvertCli, PcaInitReportsActivationEnergiesForBothMethods) {
   EXPECT_NE(pca.config.mla_provenance.find("\"init\":\"pca\""), std::string::npos) << pca.config.mla_provenance;
   EXPECT_NE(pca.config.mla_provenance.find("\"pca_key_scale\":["), std::string::npos) << pca.config.mla_provenance;
 
+  ASSERT_EQ(run("convert -q --model " + stories_path() + " --out " + (dir / "pca1") + calib +
+                " --rope-strategy uniform --d-kv 4 --init pca --pca-key-scale 1").code, 0);
+  const Checkpoint pca1 = load_checkpoint(dir / "pca1");
+  EXPECT_NE(pca1.config.mla_provenance.find("\"pca_key_scale\":[1.0,1.0,1.0,1.0,1.0]"), std::string::npos)
+      << pca1.config.mla_provenance;
   ASSERT_EQ(run("convert -q --model " + stories_path() + " --out " + (dir / "svd_calib") + calib +
                 " --rope-strategy uniform --d-kv 4").code, 0);
   ASSERT_EQ(run("convert -q --model " + stories_path() + " --out " + (dir / "svd") + " --rope-strategy uniform --d-kv 4")
@@ -103,7 +108,7 @@ TEST(ConvertCli, HelpListsTheOptions) {
   const CliRun r = run("convert --help");
   EXPECT_EQ(r.code, 0);
   for (const char* s : {"--model", "--out", "--rope-strategy", "--rope-pairs", "--d-kv", "--svd", "--calib",
-                        "--calib-tokens", "--sigma-split", "--tokenizer", "--init"})
+                        "--calib-tokens", "--sigma-split", "--tokenizer", "--init", "--pca-key-scale"})
     EXPECT_NE(r.out.find(s), std::string::npos) << s;
 }
 
@@ -123,6 +128,9 @@ TEST(ConvertCli, MalformedInputsGiveOneLine) {
                         "--init pca needs a calibration text (--calib FILE)");
   expect_one_line_error("convert --model " + m + out + " --init pca --svd split" + calib,
                         "--svd split applies to --init svd only");
+  expect_one_line_error("convert --model " + m + out + " --rope-strategy high --pca-key-scale 2",
+                        "--pca-key-scale applies to --init pca only");
+  expect_one_line_error("convert --model " + m + out + " --init pca --pca-key-scale -1" + calib, "pca-key-scale");
   write_file_bytes(dir / "short.txt", "Once upon a time");
   expect_one_line_error("convert --model " + m + out + " --init pca --rope-strategy high --calib " + (dir / "short.txt"),
                         "gives only 4 tokens (of at most 32768); --init pca with latent width D = 8 needs at least 8");
