@@ -150,8 +150,8 @@ Checkpoint convert_to_mla(const Checkpoint& src, const ConvertOptions& o, Conver
                 "--init pca factorizes keys and values jointly; --svd split applies to --init svd only");
   const int64_t d_max = max_kv_rank_per_head(c, r, o.svd);
   LATTE_REQUIRE(d_kv <= d_max, ErrorCode::invalid_argument, "d_kv ", d_kv, " larger than possible: at most ", d_max,
-                " for r=", r, " with ", o.init == LatentInit::pca ? "PCA" : "SVD ", o.init == LatentInit::pca ? "" : svd_method_name(o.svd), " (latent D = n_kv_heads*d_kv = ", n_kv * d_kv,
-                " exceeds the rank of the factorized weights)");
+                " for r=", r, " with ", o.init == LatentInit::pca ? "PCA" : str_cat("SVD ", svd_method_name(o.svd)),
+                " (latent D = n_kv_heads*d_kv = ", n_kv * d_kv, " exceeds the rank of the factorized weights)");
   const int64_t D = n_kv * d_kv, d_c = hd - 2 * r;
   LATTE_REQUIRE(o.svd == SvdMethod::joint || D % 2 == 0, ErrorCode::invalid_argument,
                 "SVD split gives half the latent to keys and half to values, but D = n_kv_heads*d_kv = ", D, " is odd");
