@@ -27,8 +27,9 @@ bool same_path(const std::string& a, const std::string& b) {
 
 void add_convert(CLI::App& app) {
   struct Opts {
-    std::string model, out, strategy = "2norm", svd = "joint", sigma = "code", calib, tokenizer, device = "cpu";
+    std::string model, out, strategy = "2norm", svd = "joint", init = "svd", sigma = "code", calib, tokenizer, device = "cpu";
     int64_t rope_pairs = -1, d_kv = -1, calib_tokens = 32768, calib_window = 0;
+    double pca_key_scale = 0;
     bool quiet = false;
     int threads = 0;
   };
@@ -44,17 +45,27 @@ void add_convert(CLI::App& app) {
   cmd->add_option("--d-kv", o->d_kv, "latent rank per KV head (default head_dim/4, at least 1)");
   cmd->add_option("--svd", o->svd, "joint (default: one SVD of [k_nope; v]) or split (D/2 each)")
       ->check(CLI::IsMember({"joint", "split"}));
+  cmd->add_option("--init", o->init,
+                  "latent initialisation: svd (default: of the weights, MHA2MLA) or pca (principal directions "
+                  "of the calibration keys and values, keys balanced against values, TransMLA-style; needs --calib)")
+      ->check(CLI::IsMember({"svd", "pca"}));
+  cmd->add_option("--pca-key-scale", o->pca_key_scale,
+                  "--init pca: the key scale alpha (keys / alpha, key up-projection * alpha); 0 (default): "
+                  "balanced, mean key channel norm / mean value channel norm; 1: unbalanced PCA")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--sigma-split", o->sigma, "where the singular values go: code (default; all in the "
                                              "up-projection) or paper (square root on each side)")
       ->check(CLI::IsMember({"code", "paper"}));
-  cmd->add_option("--calib", o->calib, "calibration text for --rope-strategy 2norm");
+  cmd->add_option("--calib", o->calib,
+                  "calibration text for --rope-strategy 2norm and --init pca; with --init svd it adds the "
+                  "energy kept on its activations to the report");
   cmd->add_option("--calib-tokens", o->calib_tokens, "calibration tokens to run (default 32768)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--calib-window", o->calib_window, "positions per calibration pass (default: context, at most 2048)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("-z,--tokenizer", o->tokenizer,
                   "tokenizer.bin or tokenizer.json (default: the model's own, or one beside it)");
-  add_device_option(*cmd, o->device);  // runs the 2-norm calibration
+  add_device_option(*cmd, o->device);  // runs the calibration
   cmd->add_flag("-q,--quiet", o->quiet, "no progress on stderr");
   add_threads_option(*cmd, o->threads);
   cmd->callback([o] {
@@ -64,8 +75,6 @@ void add_convert(CLI::App& app) {
     LATTE_REQUIRE(!same_path(o->model, o->out), ErrorCode::invalid_argument, "--out ", o->out,
                   " is the source model; write the MLA model elsewhere");
     const RopeStrategy strategy = rope_strategy_from_name(o->strategy);
-    LATTE_REQUIRE(strategy == RopeStrategy::two_norm || o->calib.empty(), ErrorCode::invalid_argument,
-                  "--calib is used only by --rope-strategy 2norm, not ", o->strategy);
     if (!o->calib.empty())
       LATTE_REQUIRE(file_exists(o->calib) && !is_directory(o->calib), ErrorCode::io, "calibration text not found: ",
                     o->calib);
@@ -87,6 +96,10 @@ void add_convert(CLI::App& app) {
     co.rope_pairs = o->rope_pairs;
     co.kv_rank_per_head = o->d_kv;
     co.svd = svd_method_from_name(o->svd);
+    co.init = latent_init_from_name(o->init);
+    LATTE_REQUIRE(o->pca_key_scale == 0 || co.init == LatentInit::pca, ErrorCode::invalid_argument,
+                  "--pca-key-scale applies to --init pca only");
+    co.pca_key_scale = o->pca_key_scale;
     co.sigma_in_up = o->sigma == "code";
     co.calibration.text_path = o->calib;
     co.calibration.max_tokens = o->calib_tokens;

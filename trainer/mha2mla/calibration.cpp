@@ -53,8 +53,8 @@ PairNorms PairNormAccumulator::mean() const {
   return m;
 }
 
-PairNorms collect_pair_norms(const ModelConfig& c, const TensorStore& weights, const Tokenizer& tokenizer,
-                             const CalibrationOptions& o, Backend& backend) {
+CalibrationStats collect_calibration(const ModelConfig& c, const TensorStore& weights, const Tokenizer& tokenizer,
+                                     const CalibrationOptions& o, Backend& backend, CalibrationNeeds needs) {
   LATTE_REQUIRE(o.max_tokens > 0, ErrorCode::invalid_argument, "calibration tokens must be positive, got ",
                 o.max_tokens);
   const std::string text = read_text_file(o.text_path);
@@ -62,6 +62,10 @@ PairNorms collect_pair_norms(const ModelConfig& c, const TensorStore& weights, c
   std::vector<int32_t> tokens = tokenizer.encode(text, false);
   LATTE_REQUIRE(!tokens.empty(), ErrorCode::invalid_argument, "calibration text ", o.text_path, " has no tokens");
   if (int64_t(tokens.size()) > o.max_tokens) tokens.resize(size_t(o.max_tokens));
+  LATTE_REQUIRE(int64_t(tokens.size()) >= o.min_tokens, ErrorCode::invalid_argument, "calibration text ",
+                o.text_path, " gives only ", tokens.size(), " tokens (of at most ", o.max_tokens, "); ",
+                o.min_tokens_why.empty() ? std::string("this conversion") : o.min_tokens_why, " needs at least ",
+                o.min_tokens);
   const int32_t bos = tokenizer.bos_id();
   const int64_t window = o.window > 0 ? std::min(o.window, c.max_seq_len) : std::min<int64_t>(c.max_seq_len, 2048);
   const int64_t per_window = window - (bos >= 0 ? 1 : 0);
@@ -69,8 +73,10 @@ PairNorms collect_pair_norms(const ModelConfig& c, const TensorStore& weights, c
                 " positions leaves no room for text after BOS");
 
   Transformer model(c, weights_from_store(c, weights), backend);
-  PairNormAccumulator acc(c);
+  PairNormAccumulator norms(c);
+  AttentionInputMomentAccumulator moments(c.n_layers, c.dim);
   Activations acts;
+  int64_t positions = 0;
   std::vector<int32_t> in, targets;
   for (size_t start = 0; start < tokens.size(); start += size_t(per_window)) {
     const size_t end = std::min(tokens.size(), start + size_t(per_window));
@@ -82,13 +88,30 @@ PairNorms collect_pair_norms(const ModelConfig& c, const TensorStore& weights, c
     targets.assign(in.begin() + 1, in.end());
     targets.push_back(in.size() == 1 ? in[0] : -1);
     model.forward_train(in, targets, 1, acts);
-    for (int64_t l = 0; l < c.n_layers; ++l) acc.add(l, acts.layers[size_t(l)].q, acts.layers[size_t(l)].k);
-    acc.count_positions(int64_t(in.size()));
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      const Activations::Layer& a = acts.layers[size_t(l)];
+      if (needs.pair_norms) norms.add(l, a.q, a.k);
+      if (needs.input_moments) moments.add(l, a.xn_attn);
+    }
+    norms.count_positions(int64_t(in.size()));
+    moments.count_positions(int64_t(in.size()));
+    positions += int64_t(in.size());
     if (o.progress) o.progress(int64_t(end), int64_t(tokens.size()));
   }
-  PairNorms norms = acc.mean();
-  norms.text_tokens = int64_t(tokens.size());
-  return norms;
+  CalibrationStats stats;
+  if (needs.pair_norms) {
+    stats.pair_norms = norms.mean();
+    stats.pair_norms.text_tokens = int64_t(tokens.size());
+  }
+  if (needs.input_moments) stats.input_moments = moments.result();
+  stats.text_tokens = int64_t(tokens.size());
+  stats.positions = positions;
+  return stats;
+}
+
+PairNorms collect_pair_norms(const ModelConfig& c, const TensorStore& weights, const Tokenizer& tokenizer,
+                             const CalibrationOptions& o, Backend& backend) {
+  return collect_calibration(c, weights, tokenizer, o, backend, {.pair_norms = true}).pair_norms;
 }
 
 }  // namespace latte

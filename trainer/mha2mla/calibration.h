@@ -1,7 +1,11 @@
-// The calibration pass behind the 2-norm RoPE strategy (shared/notes/mha2mla-spec.md 2.3): run
-// the original model over a text and average, per layer, head and frequency pair, the 2-norm of
-// the pair's two q (and k) coordinates over all positions. RoPE rotates each pair rigidly, so
-// the norms of the post-RoPE q/k that Transformer::forward_train keeps equal the pre-RoPE ones.
+// The calibration pass: run the original model over a text and collect, in one pass,
+//  - for the 2-norm RoPE strategy (shared/notes/mha2mla-spec.md 2.3): per layer, head and
+//    frequency pair, the mean 2-norm of the pair's two q (and k) coordinates. RoPE rotates each
+//    pair rigidly, so the norms of the post-RoPE q/k that Transformer::forward_train keeps equal
+//    the pre-RoPE ones;
+//  - for the activation-aware latent (issue 17, trainer/mha2mla/latent_pca.h): per layer, the
+//    float64 second moment of the attention input, from which those of the pre-RoPE keys and the
+//    values follow exactly (trainer/mha2mla/attention_input_moments.h).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -11,6 +15,7 @@
 #include "core/model/config.h"
 #include "core/tensor/tensor_store.h"
 #include "core/tokenizer/tokenizer.h"
+#include "trainer/mha2mla/attention_input_moments.h"
 #include "trainer/mha2mla/partial_rope.h"
 
 namespace latte {
@@ -40,12 +45,33 @@ struct CalibrationOptions {
   // calibration length for SmolLM) because forward_train keeps every layer's activations
   // (~1.5 MB per position for SmolLM-135M).
   int64_t window = 0;
+  // Fewer text tokens than this is an invalid_argument naming the file, raised before the model
+  // runs; min_tokens_why says who needs them (e.g. "--init pca with latent width D = 48").
+  int64_t min_tokens = 1;
+  std::string min_tokens_why;
   std::function<void(int64_t tokens_done, int64_t tokens_total)> progress;  // after each window
 };
 
 // Tokenizes the text (no BOS), takes up to max_tokens tokens, and runs them in windows, each
 // [BOS] + next tokens when the vocabulary has a BOS. An empty text, or one with no tokens, is
 // an invalid_argument naming the file.
+// What one calibration pass collects (the moments cost one dim x dim float64 matrix per layer).
+struct CalibrationNeeds {
+  bool pair_norms = false;
+  bool input_moments = false;
+};
+
+struct CalibrationStats {
+  PairNorms pair_norms;                 // empty unless needed
+  AttentionInputMoments input_moments;  // empty unless needed
+  int64_t text_tokens = 0;              // calibration text tokens run (BOS not counted)
+  int64_t positions = 0;                // positions run (BOS included)
+};
+
+CalibrationStats collect_calibration(const ModelConfig& c, const TensorStore& weights, const Tokenizer& tokenizer,
+                                     const CalibrationOptions& o, Backend& backend, CalibrationNeeds needs);
+
+// collect_calibration for the pair norms alone.
 PairNorms collect_pair_norms(const ModelConfig& c, const TensorStore& weights, const Tokenizer& tokenizer,
                              const CalibrationOptions& o, Backend& backend);
 

@@ -51,8 +51,9 @@ std::string percent_change(double before, double after) {
 void print_conversion_report(std::ostream& out, const ConversionReport& r) {
   out << "MHA2MLA conversion: RoPE strategy " << r.strategy << ", r = " << r.rope_pairs << " ("
       << 2 * r.rope_pairs << " RoPE dims per head), d_kv = " << r.kv_rank_per_head << " (latent width D = "
-      << r.kv_lora_rank << "), SVD " << r.svd << "\n";
-  if (r.calib_positions > 0) out << "2-norm calibration over " << r.calib_positions << " positions\n";
+      << r.kv_lora_rank << "), " << (r.init == "pca" ? "latent from balanced PCA of the activations" : "SVD " + r.svd)
+      << "\n";
+  if (r.calib_positions > 0) out << "calibration over " << r.calib_positions << " positions\n";
   if (!r.energy_kept.empty()) {
     out << "\nSVD energy kept (sum of kept sigma^2 / all sigma^2)\n  layer    energy\n";
     double lo = 1, sum = 0;
@@ -62,6 +63,29 @@ void print_conversion_report(std::ostream& out, const ConversionReport& r) {
       sum += r.energy_kept[l];
     }
     out << "  mean   " << std::setprecision(6) << sum / double(r.energy_kept.size()) << "   (min " << lo << ")\n";
+  }
+  if (!r.activation_energy.empty()) {
+    out << "\nEnergy kept on the calibration activations (1 - E||x - x_hat||^2 / E||x||^2; x = no-RoPE keys, values)\n"
+        << "  layer   svd keys  svd values   pca keys  pca values   pca balanced   alpha\n";
+    ActivationEnergy mean;
+    mean.alpha = 0;
+    for (size_t l = 0; l < r.activation_energy.size(); ++l) {
+      const ActivationEnergy& e = r.activation_energy[l];
+      out << "  " << std::setw(5) << l << std::fixed << std::setprecision(4) << std::setw(11) << e.svd_keys
+          << std::setw(12) << e.svd_values << std::setw(11) << e.pca_keys << std::setw(12) << e.pca_values
+          << std::setw(15) << e.pca_balanced << std::setw(8) << std::setprecision(3) << e.alpha << "\n";
+      mean.svd_keys += e.svd_keys;
+      mean.svd_values += e.svd_values;
+      mean.pca_keys += e.pca_keys;
+      mean.pca_values += e.pca_values;
+      mean.pca_balanced += e.pca_balanced;
+      mean.alpha += e.alpha;
+    }
+    const double n = double(r.activation_energy.size());
+    out << "   mean" << std::setprecision(4) << std::setw(11) << mean.svd_keys / n << std::setw(12)
+        << mean.svd_values / n << std::setw(11) << mean.pca_keys / n << std::setw(12) << mean.pca_values / n
+        << std::setw(15) << mean.pca_balanced / n << std::setw(8) << std::setprecision(3) << mean.alpha / n << "\n";
+    out << "  (the model written uses the " << r.init << " columns)\n";
   }
   auto row = [&](const std::string& name, const std::string& before, const std::string& after,
                  const std::string& change) {

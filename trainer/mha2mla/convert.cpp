@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "core/backend/registry.h"
 #include "core/linalg/svd.h"
+#include "trainer/mha2mla/latent_pca.h"
 
 namespace latte {
 
@@ -16,6 +18,14 @@ SvdMethod svd_method_from_name(const std::string& name) {
   if (name == "joint") return SvdMethod::joint;
   if (name == "split") return SvdMethod::split;
   fail(ErrorCode::invalid_argument, "unknown SVD method '", name, "' (expected joint or split)");
+}
+
+const char* latent_init_name(LatentInit i) { return i == LatentInit::svd ? "svd" : "pca"; }
+
+LatentInit latent_init_from_name(const std::string& name) {
+  if (name == "svd") return LatentInit::svd;
+  if (name == "pca") return LatentInit::pca;
+  fail(ErrorCode::invalid_argument, "unknown latent initialisation '", name, "' (expected svd or pca)");
 }
 
 ModelConfig mla_config(const ModelConfig& src, int64_t rope_pairs, int64_t kv_rank_per_head, RopeFreqs rope_freqs,
@@ -81,6 +91,38 @@ std::vector<int64_t> offset(const std::vector<int64_t>& rows, int64_t by) {
   return out;
 }
 
+// The SVD factorization of the weights: joint, one SVD of [k_nope; v] (spec 3.2); split, D/2
+// ranks each with latent = [c_k | c_v], keys reading only the first half, values only the
+// second (spec 3.3). *energy_kept: kept sigma^2 / all sigma^2.
+KvLatent svd_latent(const MatrixD& k_nope, const MatrixD& v, int64_t D, SvdMethod method, bool sigma_in_up,
+                    double* energy_kept) {
+  const int64_t dim = k_nope.cols;
+  KvLatent f{MatrixD(), MatrixD(k_nope.rows, D), MatrixD(v.rows, D)};
+  if (method == SvdMethod::joint) {
+    MatrixD a(k_nope.rows + v.rows, dim);
+    std::copy(k_nope.data.begin(), k_nope.data.end(), a.data.begin());
+    std::copy(v.data.begin(), v.data.end(), a.data.begin() + long(k_nope.data.size()));
+    LowRank lr = low_rank(a, D, sigma_in_up);
+    f.down = std::move(lr.down);
+    std::copy(lr.up.data.begin(), lr.up.data.begin() + long(f.k_up.data.size()), f.k_up.data.begin());
+    std::copy(lr.up.data.begin() + long(f.k_up.data.size()), lr.up.data.end(), f.v_up.data.begin());
+    *energy_kept = lr.total_energy > 0 ? lr.kept_energy / lr.total_energy : 1.0;
+    return f;
+  }
+  const int64_t half = D / 2;
+  LowRank lk = low_rank(k_nope, half, sigma_in_up), lv = low_rank(v, half, sigma_in_up);
+  f.down = MatrixD(D, dim);
+  std::copy(lk.down.data.begin(), lk.down.data.end(), f.down.data.begin());
+  std::copy(lv.down.data.begin(), lv.down.data.end(), f.down.data.begin() + long(lk.down.data.size()));
+  for (int64_t i = 0; i < f.k_up.rows; ++i)
+    for (int64_t k = 0; k < half; ++k) f.k_up(i, k) = lk.up(i, k);
+  for (int64_t i = 0; i < f.v_up.rows; ++i)
+    for (int64_t k = 0; k < half; ++k) f.v_up(i, half + k) = lv.up(i, k);
+  const double total = lk.total_energy + lv.total_energy;
+  *energy_kept = total > 0 ? (lk.kept_energy + lv.kept_energy) / total : 1.0;
+  return f;
+}
+
 // The widest latent the weights can fill: D beyond the factorized matrix's rank bound would be
 // zero columns (joint: A = [k_nope; v] is [n_kv*(2 head_dim - 2r), dim]; split: each half has
 // D/2 ranks and its own bound).
@@ -104,24 +146,41 @@ Checkpoint convert_to_mla(const Checkpoint& src, const ConvertOptions& o, Conver
   const int64_t d_kv = o.kv_rank_per_head == -1 ? std::max<int64_t>(1, hd / 4) : o.kv_rank_per_head;
   LATTE_REQUIRE(d_kv >= 1, ErrorCode::invalid_argument, "d_kv (latent rank per KV head) is ", d_kv,
                 ", must be at least 1");
+  LATTE_REQUIRE(o.init == LatentInit::svd || o.svd == SvdMethod::joint, ErrorCode::invalid_argument,
+                "--init pca factorizes keys and values jointly; --svd split applies to --init svd only");
   const int64_t d_max = max_kv_rank_per_head(c, r, o.svd);
   LATTE_REQUIRE(d_kv <= d_max, ErrorCode::invalid_argument, "d_kv ", d_kv, " larger than possible: at most ", d_max,
-                " for r=", r, " with SVD ", svd_method_name(o.svd), " (latent D = n_kv_heads*d_kv = ", n_kv * d_kv,
-                " exceeds the rank of the factorized weights)");
+                " for r=", r, " with ", o.init == LatentInit::pca ? "PCA" : str_cat("SVD ", svd_method_name(o.svd)),
+                " (latent D = n_kv_heads*d_kv = ", n_kv * d_kv, " exceeds the rank of the factorized weights)");
   const int64_t D = n_kv * d_kv, d_c = hd - 2 * r;
   LATTE_REQUIRE(o.svd == SvdMethod::joint || D % 2 == 0, ErrorCode::invalid_argument,
                 "SVD split gives half the latent to keys and half to values, but D = n_kv_heads*d_kv = ", D, " is odd");
 
-  PairNorms norms;
-  if (o.strategy == RopeStrategy::two_norm) {
+  const bool two_norm = o.strategy == RopeStrategy::two_norm;
+  LATTE_REQUIRE(!two_norm || !o.calibration.text_path.empty(), ErrorCode::invalid_argument,
+                "rope strategy 2norm needs a calibration text (--calib FILE)");
+  LATTE_REQUIRE(o.init == LatentInit::svd || !o.calibration.text_path.empty(), ErrorCode::invalid_argument,
+                "--init pca needs a calibration text (--calib FILE)");
+  CalibrationStats calib;
+  if (!o.calibration.text_path.empty()) {
     const Tokenizer* tok = o.tokenizer ? o.tokenizer : src.tokenizer.get();
-    LATTE_REQUIRE(!o.calibration.text_path.empty(), ErrorCode::invalid_argument,
-                  "rope strategy 2norm needs a calibration text (--calib FILE)");
     LATTE_REQUIRE(tok != nullptr, ErrorCode::invalid_argument,
-                  "rope strategy 2norm needs a tokenizer for the calibration text (--tokenizer PATH)");
-    norms = collect_pair_norms(c, src.tensors, *tok, o.calibration, o.backend ? *o.backend : cpu_backend());
+                  two_norm ? "rope strategy 2norm" : o.init == LatentInit::pca ? "--init pca" : "the calibration text",
+                  " needs a tokenizer for the calibration text (--tokenizer PATH)");
+    CalibrationOptions co = o.calibration;
+    if (o.init == LatentInit::pca) {
+      // D principal directions need at least D samples; fewer would leave the tail of the basis
+      // to the damping (latent_pca.h), i.e. to chance.
+      co.min_tokens = std::max(co.min_tokens, D);
+      co.min_tokens_why = str_cat("--init pca with latent width D = ", D);
+    }
+    calib = collect_calibration(c, src.tensors, *tok, co, o.backend ? *o.backend : cpu_backend(),
+                                {.pair_norms = two_norm, .input_moments = true});
   }
-  RopeFreqs freqs = select_rope_freqs(o.strategy, r, c, o.strategy == RopeStrategy::two_norm ? &norms : nullptr);
+  const AttentionInputMoments& moments = calib.input_moments;
+  std::vector<MatrixD> moment_of_layer;
+  for (int64_t l = 0; !moments.empty() && l < c.n_layers; ++l) moment_of_layer.push_back(moments.second_moment(l));
+  RopeFreqs freqs = select_rope_freqs(o.strategy, r, c, two_norm ? &calib.pair_norms : nullptr);
 
   nlohmann::json prov = {{"method", "MHA2MLA"},
                          {"source", o.source_name.empty() ? src.tensors.origin : o.source_name},
@@ -131,10 +190,17 @@ Checkpoint convert_to_mla(const Checkpoint& src, const ConvertOptions& o, Conver
                          {"sigma_in_up", o.sigma_in_up},
                          {"r", r},
                          {"d_kv", d_kv}};
-  if (o.strategy == RopeStrategy::two_norm) {
-    prov["calib_file"] = o.calibration.text_path;
-    prov["calib_tokens"] = norms.text_tokens;
+  // The svd record keeps today's fields (an svd conversion is byte-identical to before issue 17).
+  if (o.init == LatentInit::pca) {
+    prov.erase("svd");
+    prov.erase("sigma_in_up");
+    prov["init"] = "pca";
   }
+  if (two_norm || o.init == LatentInit::pca) {
+    prov["calib_file"] = o.calibration.text_path;
+    prov["calib_tokens"] = calib.text_tokens;
+  }
+  std::vector<double> key_scales;  // pca: alpha per layer, recorded in the provenance
 
   Checkpoint dst;
   dst.config = mla_config(c, r, d_kv, freqs, prov.dump());
@@ -144,7 +210,8 @@ Checkpoint convert_to_mla(const Checkpoint& src, const ConvertOptions& o, Conver
   ConversionReport rep = size_report(c, dst.config);
   rep.strategy = rope_strategy_name(o.strategy);
   rep.svd = svd_method_name(o.svd);
-  rep.calib_positions = norms.positions;
+  rep.init = latent_init_name(o.init);
+  rep.calib_positions = calib.positions;
 
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const std::string p = str_cat("model.layers.", l, ".self_attn.");
@@ -175,30 +242,30 @@ Checkpoint convert_to_mla(const Checkpoint& src, const ConvertOptions& o, Conver
       gather_rows(v, j * hd, wv, c.dim, offset(all, j * hd));
     }
 
-    MatrixD down, k_up(n_kv * d_c, D), v_up(n_kv * hd, D);
-    if (o.svd == SvdMethod::joint) {
-      MatrixD a(k_nope.rows + v.rows, c.dim);
-      std::copy(k_nope.data.begin(), k_nope.data.end(), a.data.begin());
-      std::copy(v.data.begin(), v.data.end(), a.data.begin() + long(k_nope.data.size()));
-      LowRank lr = low_rank(a, D, o.sigma_in_up);
-      down = std::move(lr.down);
-      std::copy(lr.up.data.begin(), lr.up.data.begin() + long(k_up.data.size()), k_up.data.begin());
-      std::copy(lr.up.data.begin() + long(k_up.data.size()), lr.up.data.end(), v_up.data.begin());
-      rep.energy_kept.push_back(lr.total_energy > 0 ? lr.kept_energy / lr.total_energy : 1.0);
-    } else {
-      // Latent = [c_k (D/2) | c_v (D/2)]: keys read only the first half, values only the second.
-      const int64_t half = D / 2;
-      LowRank lk = low_rank(k_nope, half, o.sigma_in_up), lv = low_rank(v, half, o.sigma_in_up);
-      down = MatrixD(D, c.dim);
-      std::copy(lk.down.data.begin(), lk.down.data.end(), down.data.begin());
-      std::copy(lv.down.data.begin(), lv.down.data.end(), down.data.begin() + long(lk.down.data.size()));
-      for (int64_t i = 0; i < k_up.rows; ++i)
-        for (int64_t k = 0; k < half; ++k) k_up(i, k) = lk.up(i, k);
-      for (int64_t i = 0; i < v_up.rows; ++i)
-        for (int64_t k = 0; k < half; ++k) v_up(i, half + k) = lv.up(i, k);
-      const double total = lk.total_energy + lv.total_energy;
-      rep.energy_kept.push_back(total > 0 ? (lk.kept_energy + lv.kept_energy) / total : 1.0);
+    // Both methods are factorized when the calibration moments are there, so the report can set
+    // their activation energies side by side; the checkpoint gets the chosen one.
+    const MatrixD* s_l = moments.empty() ? nullptr : &moment_of_layer[size_t(l)];
+    double weight_energy = 0;
+    std::optional<KvLatent> svd;
+    if (o.init == LatentInit::svd || s_l) svd = svd_latent(k_nope, v, D, o.svd, o.sigma_in_up, &weight_energy);
+    std::optional<LatentPca> pca;
+    if (s_l) {
+      const double alpha = o.pca_key_scale > 0 ? o.pca_key_scale : key_value_balance(k_nope, v, *s_l);
+      pca = balanced_joint_pca(k_nope, v, *s_l, D, alpha);
+      const KvEnergy es = kv_energy_kept(k_nope, v, *svd, *s_l), ep = kv_energy_kept(k_nope, v, pca->latent, *s_l);
+      rep.activation_energy.push_back({.svd_keys = es.keys,
+                                       .svd_values = es.values,
+                                       .pca_keys = ep.keys,
+                                       .pca_values = ep.values,
+                                       .pca_balanced = pca->balanced_energy_kept,
+                                       .alpha = pca->alpha});
     }
+    if (svd) rep.energy_kept.push_back(weight_energy);
+    const KvLatent& f = o.init == LatentInit::svd ? *svd : pca->latent;
+    if (o.init == LatentInit::pca) key_scales.push_back(pca->alpha);
+    const MatrixD& down = f.down;
+    const MatrixD& k_up = f.k_up;
+    const MatrixD& v_up = f.v_up;
 
     dst.tensors.put(p + "q_proj.weight", q, made_here);
     dst.tensors.put(p + "kv_a_proj.weight", to_tensor(down), made_here);
@@ -213,6 +280,10 @@ Checkpoint convert_to_mla(const Checkpoint& src, const ConvertOptions& o, Conver
       continue;
     Tensor t = entry.tensor.dtype() == DType::f32 ? entry.tensor : entry.tensor.to(DType::f32);
     dst.tensors.put(name, t, entry.file);
+  }
+  if (o.init == LatentInit::pca) {
+    prov["pca_key_scale"] = key_scales;
+    dst.config.mla_provenance = prov.dump();
   }
   check_model_tensors(dst.config, dst.tensors);
   if (report) *report = std::move(rep);

@@ -1,7 +1,8 @@
 // MHA2MLA conversion of a Llama MHA/GQA checkpoint (shared/notes/mha2mla-spec.md 2.5, 3.1-3.3,
 // 3.8): partial RoPE on r frequency pairs per KV head, the rest of the keys and all values
-// through one low-rank latent of width D = n_kv_heads * d_kv per token, factorized by SVD of
-// the weights in float64. The result is an MLA checkpoint (core/model/config.h,
+// through one low-rank latent of width D = n_kv_heads * d_kv per token, factorized in float64
+// either by SVD of the weights (MHA2MLA) or by the balanced PCA of the calibration activations
+// (TransMLA-style, issue 17, trainer/mha2mla/latent_pca.h). The result is an MLA checkpoint (core/model/config.h,
 // core/model/model_tensors.h); only the attention's K/V side and q_proj's row order change.
 #pragma once
 #include <cstdint>
@@ -21,6 +22,12 @@ enum class SvdMethod { joint, split };
 const char* svd_method_name(SvdMethod m);
 SvdMethod svd_method_from_name(const std::string& name);
 
+// svd: factorize the weights (the default, MHA2MLA). pca: the principal directions of the
+// calibration keys and values, keys balanced against values (latent_pca.h); needs calibration.
+enum class LatentInit { svd, pca };
+const char* latent_init_name(LatentInit i);
+LatentInit latent_init_from_name(const std::string& name);
+
 struct ConvertOptions {
   RopeStrategy strategy = RopeStrategy::two_norm;  // the paper's default (spec 2.2)
   // r, kept frequency pairs per head; -1: head_dim/16 (the paper's choice, spec 2.4), at least 1.
@@ -30,10 +37,16 @@ struct ConvertOptions {
   // for SmolLM, 32 for Llama-2-7B).
   int64_t kv_rank_per_head = -1;
   SvdMethod svd = SvdMethod::joint;
+  LatentInit init = LatentInit::svd;
+  // pca only: the key scale alpha; 0: balanced from the calibration (key_value_balance). Any
+  // positive value gives the same function at full rank (a test uses this).
+  double pca_key_scale = 0;
   // true (both code generations, what produced the paper's tables): kv_a_proj = V_D^T with
   // orthonormal rows, up = U_D Sigma_D. false (the paper's text): Sigma_D^(1/2) on each side.
   bool sigma_in_up = true;
-  CalibrationOptions calibration;        // the text for strategy two_norm
+  // The text for strategy two_norm and init pca. Given with init svd, it only adds the
+  // activation energies to the report (the weights are those without it).
+  CalibrationOptions calibration;
   const Tokenizer* tokenizer = nullptr;  // for calibration; null: the checkpoint's own
   Backend* backend = nullptr;            // runs the calibration; null: the CPU backend
   std::string source_name;               // recorded in mla_provenance
@@ -47,7 +60,8 @@ ModelConfig mla_config(const ModelConfig& src, int64_t rope_pairs, int64_t kv_ra
 // f32 tensors; the embedding, norms, MLP and o_proj keep their values. report may be null.
 // Refuses (invalid_argument, one line): an MLA source, r outside [0, head_dim/2], d_kv < 1, a
 // latent wider than the factorized matrix's rank bound, an odd D for split, 2norm without a
-// calibration text or tokenizer, an empty calibration text.
+// calibration text or tokenizer, an empty calibration text, pca without a calibration text, with
+// split, or with fewer calibration tokens than the latent width D.
 Checkpoint convert_to_mla(const Checkpoint& src, const ConvertOptions& o, ConversionReport* report);
 
 }  // namespace latte

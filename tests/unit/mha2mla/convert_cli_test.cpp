@@ -63,6 +63,34 @@ TEST(ConvertCli, WritesAnMlaFolderWithTokenizerAndReport) {
                         "already an MLA model");
 }
 
+// --init pca: the report sets both methods' activation energies side by side and the provenance
+// records the per-layer key scales; the same text with --init svd gives the svd weights of a run
+// without it (the text only feeds the report).
+TEST(ConvertCli, PcaInitReportsActivationEnergiesForBothMethods) {
+  ScratchDir dir;
+  const std::string calib = " --calib " + calib_text_path() + " --calib-tokens 1000";
+  const CliRun r = run("convert -q --model " + stories_path() + " --out " + (dir / "pca") + calib +
+                       " --rope-strategy uniform --d-kv 4 --init pca");
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* s : {"balanced PCA", "svd keys", "pca values", "alpha", "the pca columns"})
+    EXPECT_NE(r.out.find(s), std::string::npos) << s << " not in\n" << r.out;
+  const Checkpoint pca = load_checkpoint(dir / "pca");
+  EXPECT_NE(pca.config.mla_provenance.find("\"init\":\"pca\""), std::string::npos) << pca.config.mla_provenance;
+  EXPECT_NE(pca.config.mla_provenance.find("\"pca_key_scale\":["), std::string::npos) << pca.config.mla_provenance;
+
+  ASSERT_EQ(run("convert -q --model " + stories_path() + " --out " + (dir / "pca1") + calib +
+                " --rope-strategy uniform --d-kv 4 --init pca --pca-key-scale 1").code, 0);
+  const Checkpoint pca1 = load_checkpoint(dir / "pca1");
+  EXPECT_NE(pca1.config.mla_provenance.find("\"pca_key_scale\":[1.0,1.0,1.0,1.0,1.0]"), std::string::npos)
+      << pca1.config.mla_provenance;
+  ASSERT_EQ(run("convert -q --model " + stories_path() + " --out " + (dir / "svd_calib") + calib +
+                " --rope-strategy uniform --d-kv 4").code, 0);
+  ASSERT_EQ(run("convert -q --model " + stories_path() + " --out " + (dir / "svd") + " --rope-strategy uniform --d-kv 4")
+                .code, 0);
+  EXPECT_EQ(read_file_bytes(dir / "svd_calib/model.safetensors"), read_file_bytes(dir / "svd/model.safetensors"));
+  EXPECT_NE(read_file_bytes(dir / "pca/model.safetensors"), read_file_bytes(dir / "svd/model.safetensors"));
+}
+
 TEST(ConvertCli, BpeTokenizerIsWrittenAsTokenizerJson) {
   if (!is_directory(smollm2_dir())) GTEST_SKIP() << smollm2_dir() << " is absent (bash launch/get-smollm2 fetches it)";
   ScratchDir dir;
@@ -80,7 +108,7 @@ TEST(ConvertCli, HelpListsTheOptions) {
   const CliRun r = run("convert --help");
   EXPECT_EQ(r.code, 0);
   for (const char* s : {"--model", "--out", "--rope-strategy", "--rope-pairs", "--d-kv", "--svd", "--calib",
-                        "--calib-tokens", "--sigma-split", "--tokenizer"})
+                        "--calib-tokens", "--sigma-split", "--tokenizer", "--init", "--pca-key-scale"})
     EXPECT_NE(r.out.find(s), std::string::npos) << s;
 }
 
@@ -95,7 +123,17 @@ TEST(ConvertCli, MalformedInputsGiveOneLine) {
   expect_one_line_error("convert --model " + m + out + " --svd qr --rope-strategy high", "svd");
   expect_one_line_error("convert --model " + m + out + " --sigma-split half --rope-strategy high", "sigma-split");
   expect_one_line_error("convert --model " + m + out, "--calib FILE");  // 2norm is the default
-  expect_one_line_error("convert --model " + m + out + " --rope-strategy high" + calib, "only by --rope-strategy 2norm");
+  expect_one_line_error("convert --model " + m + out + " --init qr --rope-strategy high", "init");
+  expect_one_line_error("convert --model " + m + out + " --init pca --rope-strategy high",
+                        "--init pca needs a calibration text (--calib FILE)");
+  expect_one_line_error("convert --model " + m + out + " --init pca --svd split" + calib,
+                        "--svd split applies to --init svd only");
+  expect_one_line_error("convert --model " + m + out + " --rope-strategy high --pca-key-scale 2",
+                        "--pca-key-scale applies to --init pca only");
+  expect_one_line_error("convert --model " + m + out + " --init pca --pca-key-scale -1" + calib, "pca-key-scale");
+  write_file_bytes(dir / "short.txt", "Once upon a time");
+  expect_one_line_error("convert --model " + m + out + " --init pca --rope-strategy high --calib " + (dir / "short.txt"),
+                        "gives only 4 tokens (of at most 32768); --init pca with latent width D = 8 needs at least 8");
   expect_one_line_error("convert --model " + m + out + " --calib /nonexistent.txt", "/nonexistent.txt");
   expect_one_line_error("convert --model " + m + out + calib + " --calib-tokens 0", "calib-tokens");
   expect_one_line_error("convert --model " + m + out + " --rope-strategy high --rope-pairs 9", "[0, head_dim/2 = 4]");

@@ -6,7 +6,10 @@
 //     k_b_proj / v_b_proj = the source's no-RoPE key rows and value rows), so it has partial RoPE
 //     and no SVD at all;
 //  3. the MHA twin (each KV head repeated for the query heads it serves) is the same function as
-//     the GQA model it came from.
+//     the GQA model it came from;
+//  4. the same two exactness properties for the activation-aware latent (--init pca, issue 17),
+//     and the key scale alpha alone (any value) leaves the logits unchanged at full rank while
+//     changing them below it.
 // Metric: relative error ||a - b||_2 / ||a||_2 over all logits of a prompt, < 1e-5 in f32 (the
 // factorized weights change the order of the f32 sums; the errors seen are ~1e-7).
 #include <gtest/gtest.h>
@@ -165,6 +168,68 @@ TEST(MlaExactness, PartialRopeWithFullRankLatentIsThePartialRopeModel) {
       EXPECT_GT(relative_error(logits(f.ck, t), a), 1e-3) << f.name << " r=" << r;
     }
   }
+}
+
+// The PCA needs calibration text and a tokenizer: the stories260K fixtures (the random model has
+// no tokenizer). 2,000 tokens: more than any full-rank latent here (56 at most).
+ConvertOptions full_rank_pca(const ModelConfig& c, int64_t r, const Tokenizer& tok, double key_scale = 0) {
+  ConvertOptions o = full_rank(c, r);
+  o.init = LatentInit::pca;
+  o.pca_key_scale = key_scale;
+  o.tokenizer = &tok;
+  o.calibration.text_path = calib_text_path();
+  o.calibration.max_tokens = 2000;
+  return o;
+}
+
+std::vector<Fixture> stories_fixtures() {
+  std::vector<Fixture> out;
+  for (Fixture& f : fixtures())
+    if (f.name.starts_with("stories260K")) out.push_back(std::move(f));
+  return out;
+}
+
+TEST(MlaExactness, PcaFullRopeFullRankReproducesTheSource) {
+  const Checkpoint tok_source = stories(RopeLayout::interleaved);
+  for (const Fixture& f : stories_fixtures()) {
+    const ModelConfig& c = f.ck.config;
+    const Checkpoint mla = convert_to_mla(f.ck, full_rank_pca(c, c.head_dim / 2, *tok_source.tokenizer), nullptr);
+    ASSERT_NE(mla.config.mla_provenance.find("\"init\":\"pca\""), std::string::npos) << f.name;
+    const auto t = prompt(c);
+    const double err = relative_error(logits(f.ck, t), logits(mla, t));
+    EXPECT_LT(err, 1e-5) << f.name;
+    EXPECT_GT(err, 0.0) << f.name;
+  }
+}
+
+TEST(MlaExactness, PcaPartialRopeWithFullRankLatentIsThePartialRopeModel) {
+  const Checkpoint tok_source = stories(RopeLayout::interleaved);
+  for (const Fixture& f : stories_fixtures()) {
+    const ModelConfig& c = f.ck.config;
+    for (int64_t r : {int64_t(1), c.head_dim / 4}) {
+      const Checkpoint mla = convert_to_mla(f.ck, full_rank_pca(c, r, *tok_source.tokenizer), nullptr);
+      const auto t = prompt(c);
+      EXPECT_LT(relative_error(logits(identity_latent(f.ck, mla), t), logits(mla, t)), 1e-5) << f.name << " r=" << r;
+    }
+  }
+}
+
+TEST(MlaExactness, KeyScaleAloneLeavesLogitsUnchanged) {
+  const Checkpoint src = stories(RopeLayout::rotate_half);
+  const ModelConfig& c = src.config;
+  const auto t = prompt(c);
+  // r = 1 leaves 6 no-RoPE key dims per head, so alpha has keys to scale.
+  const std::vector<float> ref = logits(identity_latent(src, convert_to_mla(src, full_rank(c, 1), nullptr)), t);
+  for (double alpha : {0.0 /* balanced */, 1.0, 1e-3, 1e3}) {
+    const Checkpoint mla = convert_to_mla(src, full_rank_pca(c, 1, *src.tokenizer, alpha), nullptr);
+    EXPECT_LT(relative_error(ref, logits(mla, t)), 1e-5) << "alpha " << alpha;
+  }
+  // Below full rank alpha decides how keys and values share the latent, so it must matter.
+  ConvertOptions low = full_rank_pca(c, 1, *src.tokenizer, 1e-3);
+  low.kv_rank_per_head = 4;
+  const std::vector<float> keys_first = logits(convert_to_mla(src, low, nullptr), t);
+  low.pca_key_scale = 1e3;
+  EXPECT_GT(relative_error(keys_first, logits(convert_to_mla(src, low, nullptr), t)), 1e-3);
 }
 
 }  // namespace
