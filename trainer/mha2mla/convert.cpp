@@ -8,6 +8,7 @@
 
 #include "core/backend/registry.h"
 #include "core/linalg/svd.h"
+#include "core/linalg/svd_top.h"
 #include "trainer/mha2mla/latent_pca.h"
 
 namespace latte {
@@ -49,10 +50,28 @@ struct LowRank {
   double kept_energy = 0, total_energy = 0;  // sums of sigma^2
 };
 
+// A tall matrix (rows >= cols: [k_nope; v] of MHA models such as Llama-2-7B, [7936, 4096])
+// goes through its Gram matrix (svd_top: the top `rank` triplets only, several times faster);
+// a wide one (GQA: SmolLM2's [360, 576]) through dgesdd, as small as it is.
 LowRank low_rank(const MatrixD& a, int64_t rank, bool sigma_in_up) {
+  LowRank lr{MatrixD(rank, a.cols), MatrixD(a.rows, rank)};
+  if (a.rows >= a.cols) {
+    const TopSvd top = svd_top(a, rank);
+    lr.total_energy = top.total_energy;
+    for (int64_t k = 0; k < rank; ++k) {
+      const double s = top.s[size_t(k)];
+      lr.kept_energy += s * s;
+      // av = u s: sigma_in_up takes it as it is; the paper's split gives sqrt(s) to each side
+      // (a zero singular value contributes nothing either way).
+      const double s_up = sigma_in_up ? 1.0 : (s > 0 ? 1.0 / std::sqrt(s) : 0.0);
+      const double s_down = sigma_in_up ? 1.0 : std::sqrt(s);
+      for (int64_t c = 0; c < a.cols; ++c) lr.down(k, c) = s_down * top.vt(k, c);
+      for (int64_t i = 0; i < a.rows; ++i) lr.up(i, k) = s_up * top.av(i, k);
+    }
+    return lr;
+  }
   const Svd svd = svd_thin(a);
   LATTE_ASSERT(rank <= int64_t(svd.s.size()));
-  LowRank lr{MatrixD(rank, a.cols), MatrixD(a.rows, rank)};
   for (size_t i = 0; i < svd.s.size(); ++i) {
     lr.total_energy += svd.s[i] * svd.s[i];
     if (int64_t(i) < rank) lr.kept_energy += svd.s[i] * svd.s[i];
