@@ -122,6 +122,7 @@ void add_eval(CLI::App& app) {
                                   {"pick_norm", s.outcome.pick_norm}}
                        .dump()
                 << "\n";
+        details.flush();  // a run stopped early keeps every item it scored
       };
       ChoiceTaskResult r = evaluate_choice_task(*m.model, *m.tokenizer, task, o->params, log_item, progress);
       if (!o->quiet && tty) std::fprintf(stderr, "\n");
