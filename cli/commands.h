@@ -7,6 +7,7 @@ namespace latte::cli {
 
 void add_generate(CLI::App& app);
 void add_perplexity(CLI::App& app);
+void add_eval(CLI::App& app);
 void add_info(CLI::App& app);
 void add_export(CLI::App& app);
 void add_compare(CLI::App& app);

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   latte::cli::add_generate(app);
   latte::cli::add_perplexity(app);
+  latte::cli::add_eval(app);
   latte::cli::add_info(app);
   latte::cli::add_export(app);
   latte::cli::add_compare(app);
