@@ -41,6 +41,17 @@ struct Value {
   bool is_float() const { return type == F32 || type == F64; }
 };
 
+// The fewest bytes a value of `type` takes in the file.
+size_t min_encoded_bytes(uint32_t type) {
+  switch (type) {
+    case U16: case I16: return 2;
+    case U32: case I32: case F32: return 4;
+    case U64: case I64: case F64: case STRING: return 8;
+    case ARRAY: return 12;
+    default: return 1;
+  }
+}
+
 // Bounds-checked cursor over the map; every read that would pass the end is a truncation error
 // naming what was being read.
 class Reader {
@@ -92,9 +103,12 @@ class Reader {
         LATTE_REQUIRE(v.elem_type <= F64, ErrorCode::bad_file, f_.path(), ": ", what, " has unknown element type ",
                       v.elem_type);
         uint64_t n = get<uint64_t>(what);
-        // Every element takes at least one byte, so a count beyond the bytes left is corrupt
-        // (and must not drive an allocation).
-        need(n, what);
+        // A count beyond what the bytes left can hold is corrupt and must not drive the reserve
+        // below: each Value is ~100 bytes in memory, so the bound is each element's smallest
+        // encoding (a string's 8-byte length, an array's type and count), not one byte.
+        LATTE_REQUIRE(n <= left() / min_encoded_bytes(v.elem_type), ErrorCode::bad_file, f_.path(),
+                      " is truncated: ", what, " at byte ", pos_, " claims ", n, " elements of ",
+                      value_type_name(v.elem_type), ", more than the ", left(), " bytes left can hold");
         v.arr.reserve(n);
         for (uint64_t k = 0; k < n; ++k) v.arr.push_back(value(v.elem_type, what, depth + 1));
         break;

@@ -66,7 +66,11 @@ void read_safetensors_file(const std::string& path, TensorStore& store) {
   std::shared_ptr<void> keep = file;
   auto* data = const_cast<uint8_t*>(file->data()) + data_start;
 
-  for (const auto& [name, info] : header.items()) {
+  for (const auto& item : header.items()) {
+    // Named variables, not a structured binding: clang 14 (the fuzz build) cannot capture a
+    // binding in the lambda below.
+    const std::string& name = item.key();
+    const json& info = item.value();
     if (name == "__metadata__") continue;
     auto bad = [&](auto&&... parts) { fail(ErrorCode::bad_file, "tensor ", name, " in ", path, ": ", parts...); };
     if (!info.is_object() || !info.contains("dtype") || !info.contains("shape") || !info.contains("data_offsets"))

@@ -66,20 +66,34 @@ TokenShard::TokenShard(const std::string& path) : file_(std::make_unique<MappedF
   header_.tokenizer_id.assign(reinterpret_cast<const char*>(p + 32), strnlen(reinterpret_cast<const char*>(p + 32), 32));
   LATTE_REQUIRE(header_.token_bytes == 2 || header_.token_bytes == 4, ErrorCode::bad_file, path, ": token width ",
                 header_.token_bytes, " bytes is not 2 or 4");
-  const uint64_t expect = kHeaderBytes + header_.count * header_.token_bytes;
-  LATTE_REQUIRE(file_->size() == expect, ErrorCode::bad_file, path, ": ", file_->size(), " bytes, the header promises ",
-                expect, " (", header_.count, " tokens); the shard is truncated or corrupt");
+  // Ids are int32 everywhere after the shard, and the writer picks 2-byte ids only up to 65536. A
+  // vocab_size of 2^63 or more would also pass the trainer's signed comparison with the model's.
+  const uint64_t max_vocab = header_.token_bytes == 2 ? 65536 : uint64_t(1) << 31;
+  LATTE_REQUIRE(header_.vocab_size > 0 && header_.vocab_size <= max_vocab, ErrorCode::bad_file, path, ": vocab_size ",
+                header_.vocab_size, " does not fit ", header_.token_bytes, "-byte token ids (1 to ", max_vocab, ")");
+  // Compared as a count, not as count * token_bytes: that product wraps around for counts near
+  // 2^64 and could equal the file size, accepting a shard whose size() is negative.
+  const uint64_t payload = file_->size() - kHeaderBytes;
+  LATTE_REQUIRE(payload % header_.token_bytes == 0 && header_.count == payload / header_.token_bytes,
+                ErrorCode::bad_file, path, ": ", file_->size(), " bytes, the header promises ", header_.count,
+                " tokens of ", header_.token_bytes, " bytes after the ", kHeaderBytes,
+                "-byte header; the shard is truncated or corrupt");
   tokens_ = p + kHeaderBytes;
 }
 
 int32_t TokenShard::at(int64_t i) const {
-  if (header_.token_bytes == 2) {
-    uint16_t v;
-    std::memcpy(&v, tokens_ + size_t(i) * 2, 2);
-    return int32_t(v);
-  }
   uint32_t v;
-  std::memcpy(&v, tokens_ + size_t(i) * 4, 4);
+  if (header_.token_bytes == 2) {
+    uint16_t v16;
+    std::memcpy(&v16, tokens_ + size_t(i) * 2, 2);
+    v = v16;
+  } else {
+    std::memcpy(&v, tokens_ + size_t(i) * 4, 4);
+  }
+  // Checked as read, not at open, so opening a large shard does not touch every page. The trainer
+  // checks vocab_size against the model's, so an id within it is a valid embedding row.
+  LATTE_REQUIRE(v < header_.vocab_size, ErrorCode::bad_file, path(), ": token ", i, " is ", v,
+                ", outside the shard's vocabulary of ", header_.vocab_size, "; the shard is corrupt");
   return int32_t(v);
 }
 

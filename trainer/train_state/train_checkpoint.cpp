@@ -82,37 +82,45 @@ std::optional<std::string> latest_checkpoint(const std::string& out_dir) {
   return dir.string();
 }
 
+CheckpointState parse_train_state_json(const std::string& text, const std::string& source) {
+  CheckpointState st;
+  try {
+    const json j = json::parse(text);
+    st.step = j.at("step").get<int64_t>();
+    st.seed = j.at("seed").get<uint64_t>();
+    const json& lj = j.at("layout");
+    st.layout.tp_size = lj.at("tp_size").get<int64_t>();
+    st.layout.dp_size = lj.at("dp_size").get<int64_t>();
+    st.layout.zero1 = lj.at("zero1").get<bool>();
+    st.data_path = j.at("data").at("path").get<std::string>();
+    st.data_tokens = j.at("data").at("tokens").get<int64_t>();
+    st.optim.steps = j.at("optimizer").at("steps").get<int64_t>();
+    st.optim.total = j.at("optimizer").at("total").get<int64_t>();
+    if (j.contains("metrics")) st.metrics_json = j["metrics"].dump();
+    st.config = config_from_json_text(j.at("config").dump(), source);
+  } catch (const json::exception& e) {
+    fail(ErrorCode::bad_file, source, ": not a Latte training state (", e.what(), ")");
+  }
+  return st;
+}
+
 LoadedTrainState load_train_checkpoint(const std::string& dir, const TrainLayout& l, const ModelConfig& config,
                                        const std::string& data_path, int64_t data_tokens) {
   const std::string state_path = (fs::path(dir) / "state.json").string();
-  json j;
-  try {
-    j = json::parse(read_text_file(state_path));
-  } catch (const json::exception& e) {
-    fail(ErrorCode::bad_file, state_path, ": not valid JSON (", e.what(), ")");
-  }
   LoadedTrainState out;
   CheckpointState& st = out.state;
-  st.step = j.at("step").get<int64_t>();
-  st.seed = j.at("seed").get<uint64_t>();
-  const ModelConfig saved = config_from_json_text(j.at("config").dump(), state_path);
-  LATTE_REQUIRE(config_to_json_text(saved) == config_to_json_text(config), ErrorCode::bad_file, "cannot resume from ",
+  st = parse_train_state_json(read_text_file(state_path), state_path);
+  LATTE_REQUIRE(config_to_json_text(st.config) == config_to_json_text(config), ErrorCode::bad_file, "cannot resume from ",
                 dir, ": it is a checkpoint of another model (its config.json differs from --model's)");
-  const json& lj = j.at("layout");
-  LATTE_REQUIRE(lj.at("tp_size").get<int64_t>() == l.tp_size && lj.at("dp_size").get<int64_t>() == l.dp_size &&
-                    lj.at("zero1").get<bool>() == l.zero1,
-                ErrorCode::bad_file, "cannot resume from ", dir, ": it was written with tp ", lj.at("tp_size").get<int64_t>(),
-                " dp ", lj.at("dp_size").get<int64_t>(), " zero1 ", lj.at("zero1").get<bool>(), ", this run has tp ", l.tp_size,
-                " dp ", l.dp_size, " zero1 ", l.zero1);
-  LATTE_REQUIRE(j.at("data").at("tokens").get<int64_t>() == data_tokens, ErrorCode::bad_file, "cannot resume from ", dir,
-                ": it trained on ", j.at("data").at("path").get<std::string>(), " (", j.at("data").at("tokens").get<int64_t>(),
-                " tokens), this run's --data ", data_path, " has ", data_tokens);
+  LATTE_REQUIRE(st.layout.tp_size == l.tp_size && st.layout.dp_size == l.dp_size && st.layout.zero1 == l.zero1,
+                ErrorCode::bad_file, "cannot resume from ", dir, ": it was written with tp ", st.layout.tp_size, " dp ",
+                st.layout.dp_size, " zero1 ", st.layout.zero1, ", this run has tp ", l.tp_size, " dp ", l.dp_size,
+                " zero1 ", l.zero1);
+  LATTE_REQUIRE(st.data_tokens == data_tokens, ErrorCode::bad_file, "cannot resume from ", dir, ": it trained on ",
+                st.data_path, " (", st.data_tokens, " tokens), this run's --data ", data_path, " has ", data_tokens);
   st.layout = l;
-  st.config = saved;
   st.data_path = data_path;
   st.data_tokens = data_tokens;
-  st.optim.steps = j.at("optimizer").at("steps").get<int64_t>();
-  st.optim.total = j.at("optimizer").at("total").get<int64_t>();
   out.model_shard = read_safetensors_file((fs::path(dir) / model_file(l.tp_rank)).string());
   out.optim_state = read_safetensors_file((fs::path(dir) / optim_file(l.tp_rank, l.zero1 ? l.dp_rank : 0)).string());
   return out;

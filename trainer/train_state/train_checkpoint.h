@@ -46,6 +46,11 @@ void save_train_checkpoint(const std::string& out_dir, const CheckpointState& st
 // The newest complete checkpoint under out_dir, if any.
 std::optional<std::string> latest_checkpoint(const std::string& out_dir);
 
+// Reads state.json as save_train_checkpoint writes it (layout ranks are left at 0; data_path is the
+// shard the checkpoint trained on). Invalid JSON, a missing field or one of the wrong type is a
+// bad_file error naming `source`.
+CheckpointState parse_train_state_json(const std::string& text, const std::string& source);
+
 struct LoadedTrainState {
   CheckpointState state;
   TensorStore model_shard, optim_state;

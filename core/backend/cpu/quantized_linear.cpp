@@ -15,7 +15,7 @@
 // (about 0.4% of the block's scale; this is what tests/unit/backend/quantized_linear_test.cpp
 // checks). Blocks are accumulated in f32 in a fixed order and every y[m, n] is computed by one
 // thread (OpenMP over n), so the result is bit-identical for any thread count.
-//   AVX2 kernel (picked at run time: __builtin_cpu_supports avx2, fma, f16c): _mm256_maddubs_epi16
+//   AVX2 kernel (picked at run time: __builtin_cpu_supports avx2, fma; CPUID f16c): _mm256_maddubs_epi16
 //   (unsigned x signed bytes; for signed weights |w| x sign(x, w)) then _mm256_madd_epi16 give 8
 //   int32 partial sums per block, converted to f32 and accumulated with one fma per block into
 //   8 lanes (two accumulators: even and odd blocks), folded by a fixed tree at the end; the q4_1
@@ -33,6 +33,7 @@
 #include "core/backend/cpu/quantized_linear.h"
 
 #include <cblas.h>
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -53,8 +54,11 @@ constexpr int64_t kChunk = 512;      // rows of w dequantized at a time along th
 bool g_force_scalar = false;
 
 bool cpu_has_avx2() {
+  // F16C through CPUID leaf 1: clang (14) has no "f16c" feature string for __builtin_cpu_supports,
+  // and the fuzz build (tests/fuzz) compiles this file with clang.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                         __builtin_cpu_supports("f16c");
+                         __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
   return ok;
 }
 
