@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "cli/device_option.h"
+#include "cli/model_job.h"
 #include "core/base/file_io.h"
 #include "inference/engine/loaded_model.h"
 #include "inference/eval/choice_readers.h"
@@ -75,19 +76,10 @@ void add_eval(CLI::App& app) {
     for (const std::string& p : o->jsonl) tasks.push_back(read_choice_jsonl(p));
     LATTE_REQUIRE(!tasks.empty(), ErrorCode::invalid_argument, "nothing to evaluate: pass --piqa, --arc or --jsonl");
 
-    resolve_device(o->device, false);  // an unusable --device fails here, before any rank starts
-    std::unique_ptr<ParallelJob> job;
-    ModelLoadRequest load = o->load;
-    if (o->tp > 1) {
-      job = start_parallel_job(o->tp, false);
-      LATTE_REQUIRE(job->dp().size() == 1, ErrorCode::invalid_argument, "eval --tp ", o->tp, " runs on exactly ",
-                    o->tp, " ranks, not ", job->world().size());
-      load.tp = &job->tp();
-    }
-    const bool lead = !job || job->world().rank() == 0;
+    ModelJob run = load_model_job("eval", o->tp, o->device, o->load);
+    const bool lead = run.lead;
     if (!lead) o->quiet = true;
-    load.backend = &resolve_device(o->device, lead);
-    LoadedModel m = load_model(load);
+    LoadedModel& m = run.model;
 
     std::ofstream details;
     if (lead && !o->details.empty()) {

@@ -7,6 +7,7 @@
 #include "core/base/file_io.h"
 #include "cli/commands.h"
 #include "cli/device_option.h"
+#include "cli/model_job.h"
 #include "parallel/job.h"
 #include "inference/engine/loaded_model.h"
 #include "inference/engine/evaluate.h"
@@ -46,19 +47,10 @@ void add_perplexity(CLI::App& app) {
   add_threads_option(*cmd, o->threads);
   cmd->callback([o] {
     apply_threads(o->threads);
-    resolve_device(o->device, false);  // an unusable --device fails here, before any rank starts
-    std::unique_ptr<ParallelJob> job;
-    ModelLoadRequest load = o->load;
-    if (o->tp > 1) {
-      job = start_parallel_job(o->tp, false);
-      LATTE_REQUIRE(job->dp().size() == 1, ErrorCode::invalid_argument, "perplexity --tp ", o->tp, " runs on exactly ",
-                    o->tp, " ranks, not ", job->world().size());
-      load.tp = &job->tp();
-    }
-    const bool lead = !job || job->world().rank() == 0;
+    ModelJob run = load_model_job("perplexity", o->tp, o->device, o->load);
+    const bool lead = run.lead;
     if (!lead) o->quiet = true;
-    load.backend = &resolve_device(o->device, lead);
-    LoadedModel m = load_model(load);
+    LoadedModel& m = run.model;
     std::string text = read_text_file(o->text);
     if (o->max_chars > 0 && size_t(o->max_chars) < text.size()) text.resize(size_t(o->max_chars));
     LATTE_REQUIRE(!text.empty(), ErrorCode::invalid_argument, "text file ", o->text, " is empty");
