@@ -79,6 +79,22 @@ client() {
   "$python" - "$coord_addr" "$@"
 }
 
+# Waits (30 s at most) until the coordinator reports the group, and itself, SERVING again.
+wait_serving() {
+  client "$shard_addr" "$1" <<'EOF_PY' || fail "$1 is not SERVING"
+import sys, time
+from latte_client import LatteClient
+c = LatteClient(sys.argv[1], timeout=30)
+group = "shard:" + sys.argv[2]
+end = time.time() + 30
+while c.health(group) != "SERVING":
+    assert time.time() < end, "%s is still %s" % (sys.argv[3], c.health(group))
+    time.sleep(0.1)
+assert c.health() == "SERVING", c.health()
+print("ok: %s (%s) SERVING" % (sys.argv[3], group))
+EOF_PY
+}
+
 shard_addr=127.0.0.1:$(free_port)
 start_group
 setsid "$latte" coordinator --listen 127.0.0.1:0 --shard "$shard_addr" --health-interval-ms 200 \
@@ -182,18 +198,7 @@ kill -0 "$coord_pid" 2>/dev/null || fail "the coordinator died with the group"
 
 # 3. Restart the group on its port: it is healthy and used again.
 start_group
-client "$shard_addr" <<'EOF_PY' || fail "after the restart"
-import sys, time
-from latte_client import LatteClient
-c = LatteClient(sys.argv[1], timeout=30)
-group = "shard:" + sys.argv[2]
-end = time.time() + 30
-while c.health(group) != "SERVING":
-    assert time.time() < end, "the restarted group is still %s" % c.health(group)
-    time.sleep(0.1)
-assert c.health() == "SERVING"
-print("ok: %s SERVING again" % group)
-EOF_PY
+wait_serving "the restarted group"
 greedy >"$work/served2.out" || fail "greedy generation after the restart"
 cmp -s "$work/served.out" "$work/served2.out" || fail "the restarted group answers differently"
 client <<'EOF_PY' || fail "stats after the restart"
@@ -212,16 +217,11 @@ stop_group "$group_pid"
 group_pid=
 model=$work/stories260K-mla
 start_group
-client "$shard_addr" <<'EOF_PY' || fail "after the switch to MLA"
-import sys, time
+wait_serving "the MLA group"
+client <<'EOF_PY' || fail "after the switch to MLA"
+import sys
 from latte_client import LatteClient
-c = LatteClient(sys.argv[1], timeout=30)
-group = "shard:" + sys.argv[2]
-end = time.time() + 30
-while c.health(group) != "SERVING":
-    assert time.time() < end, "the MLA group is still %s" % c.health(group)
-    time.sleep(0.1)
-info = c.model_info()
+info = LatteClient(sys.argv[1], timeout=30).model_info()
 from latte.v1 import inference_pb2 as pb
 assert info.attention == pb.ATTENTION_KIND_MLA and info.kv_latent_rank > 0, info
 print("ok: the coordinator serves the MLA group: %s" % str(info).replace("\n", "; "))
