@@ -1,5 +1,7 @@
 // latte convert: a Llama MHA/GQA checkpoint -> an MLA safetensors folder (trainer/mha2mla/convert.h),
-// with its tokenizer, and the conversion report on stdout.
+// with its tokenizer, and the conversion report on stdout. A safetensors folder is converted one
+// layer at a time (convert_streamed.h), so a 7B-70B checkpoint needs about one layer of memory;
+// llama2.c and GGUF files are converted in memory.
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,6 +15,7 @@
 #include "cli/device_option.h"
 #include "inference/engine/loaded_model.h"
 #include "trainer/mha2mla/convert.h"
+#include "trainer/mha2mla/convert_streamed.h"
 
 namespace latte::cli {
 
@@ -28,6 +31,8 @@ bool same_path(const std::string& a, const std::string& b) {
 void add_convert(CLI::App& app) {
   struct Opts {
     std::string model, out, strategy = "2norm", svd = "joint", init = "svd", sigma = "code", calib, tokenizer, device = "cpu";
+    std::string dtype = "source";
+    double shard_gib = -1;
     int64_t rope_pairs = -1, d_kv = -1, calib_tokens = 32768, calib_window = 0;
     double pca_key_scale = 0;
     bool quiet = false;
@@ -63,6 +68,14 @@ void add_convert(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--calib-window", o->calib_window, "positions per calibration pass (default: context, at most 2048)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--dtype", o->dtype,
+                  "safetensors folders: source (default: tensors the method copies or permutes keep the source's "
+                  "bf16/f16 bit for bit, the computed factors are f32) or f32 (everything f32); other inputs: f32")
+      ->check(CLI::IsMember({"source", "f32"}));
+  cmd->add_option("--shard-size", o->shard_gib,
+                  "GiB per output shard (model-*-of-*.safetensors + index); 0: one model.safetensors; default: "
+                  "one file for a one-file source, else 4")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("-z,--tokenizer", o->tokenizer,
                   "tokenizer.bin or tokenizer.json (default: the model's own, or one beside it)");
   add_device_option(*cmd, o->device);  // runs the calibration
@@ -82,7 +95,10 @@ void add_convert(CLI::App& app) {
       LATTE_REQUIRE(file_exists(o->tokenizer) && !is_directory(o->tokenizer), ErrorCode::io, "tokenizer not found: ",
                     o->tokenizer);
 
-    Checkpoint src = load_checkpoint(o->model);
+    // A folder is converted layer by layer: its map is not read (nor checked for NaN/Inf) up
+    // front, each layer is checked as it is reached.
+    const bool stream = is_directory(o->model);
+    Checkpoint src = load_checkpoint(o->model, {.check_finite = !stream});
     // The tokenizer goes with the converted model (and tokenizes the calibration text).
     std::string tok_path = o->tokenizer;
     if (tok_path.empty() && !src.tokenizer) tok_path = find_tokenizer_beside(o->model, src.config.vocab_size);
@@ -114,21 +130,47 @@ void add_convert(CLI::App& app) {
           std::fprintf(stderr, "%scalibration: %lld/%lld tokens%s", tty ? "\r" : "", (long long)done,
                        (long long)total, done == total || !tty ? "\n" : "");
       };
+    // export writes a BPE vocabulary as tokenizer.json; a llama2.c tokenizer has none to write,
+    // so its file is copied (the checkpoint's own sits beside it, as load_checkpoint found it).
+    const std::string llama2c_tokenizer =
+        tokenizer && !tokenizer->bpe_vocab()
+            ? (tok_path.empty() ? find_tokenizer_beside(o->model, src.config.vocab_size) : tok_path)
+            : std::string();
 
     ConversionReport report;
-    Checkpoint mla = convert_to_mla(src, co, &report);
-    mla.tokenizer = std::move(tokenizer);
-    // export_checkpoint writes a BPE vocabulary as tokenizer.json; a llama2.c tokenizer has none
-    // to write, so its file is copied (the checkpoint's own sits beside it, as load_checkpoint found it).
-    ExportOptions eo;  // f32; MLA heads are written as they are (no RoPE row permutation)
-    if (mla.tokenizer && !mla.tokenizer->bpe_vocab())
-      eo.llama2c_tokenizer = tok_path.empty() ? find_tokenizer_beside(o->model, src.config.vocab_size) : tok_path;
-    export_checkpoint(mla, o->out, eo);
+    std::string stored = "f32";
+    if (stream) {
+      StreamedConvertOptions so;
+      so.convert = co;
+      so.keep_source_dtype = o->dtype == "source";
+      namespace fs = std::filesystem;
+      const bool one_file = file_exists((fs::path(o->model) / "model.safetensors").string());
+      const double gib = o->shard_gib >= 0 ? o->shard_gib : one_file ? 0.0 : 4.0;
+      so.max_shard_bytes = size_t(gib * double(1ull << 30));
+      if (!o->quiet)
+        so.progress = [](const StreamedConvertProgress& p) {
+          const double eta = p.seconds / double(p.layers_done) * double(p.layers - p.layers_done);
+          std::fprintf(stderr, "layer %lld/%lld converted  %.1f s  ETA %.0f s  resident %.2f GiB\n",
+                       (long long)p.layers_done, (long long)p.layers, p.seconds, eta,
+                       double(resident_bytes()) / double(1ull << 30));
+        };
+      convert_to_mla_streamed(src, o->out, so, &report);
+      export_tokenizer(tokenizer.get(), o->out, llama2c_tokenizer, src.config.vocab_size);
+      if (so.keep_source_dtype) stored = "source dtypes, factors f32";
+    } else {
+      Checkpoint mla = convert_to_mla(src, co, &report);
+      mla.tokenizer = std::move(tokenizer);
+      ExportOptions eo;  // f32; MLA heads are written as they are (no RoPE row permutation)
+      eo.llama2c_tokenizer = llama2c_tokenizer;
+      export_checkpoint(mla, o->out, eo);
+    }
     print_conversion_report(std::cout, report);
     namespace fs = std::filesystem;
     const bool wrote_tokenizer = file_exists((fs::path(o->out) / "tokenizer.json").string()) ||
                                  file_exists((fs::path(o->out) / "tokenizer.bin").string());
-    std::printf("\nwrote %s: config.json, model.safetensors (f32)%s\n", o->out.c_str(),
+    const bool sharded = file_exists((fs::path(o->out) / "model.safetensors.index.json").string());
+    std::printf("\nwrote %s: config.json, %s (%s)%s\n", o->out.c_str(),
+                sharded ? "model-*-of-*.safetensors + index" : "model.safetensors", stored.c_str(),
                 wrote_tokenizer ? ", tokenizer" : "; no tokenizer found (pass --tokenizer)");
     std::printf("peak resident memory: %.2f GiB\n", double(peak_resident_bytes()) / double(1ull << 30));
   });

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -43,6 +44,21 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
 
 MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+void MappedFile::release_pages(const void* p, size_t n) const {
+  const auto* b = static_cast<const uint8_t*>(p);
+  LATTE_REQUIRE(data_ != nullptr && b >= data_ && n <= size_ && size_t(b - data_) <= size_ - n, ErrorCode::internal,
+                "release_pages: range of ", n, " bytes is not inside the map of ", path_);
+  if (n == 0) return;
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(b) & ~(page - 1);
+  const uintptr_t map_end = (reinterpret_cast<uintptr_t>(data_) + size_ + page - 1) & ~(page - 1);
+  const uintptr_t end = std::min(map_end, (reinterpret_cast<uintptr_t>(b) + n + page - 1) & ~(page - 1));
+  // MADV_DONTNEED on a read-only private file mapping discards the process's reference to the
+  // page-cache pages; the next access maps them again (from the cache or from disk).
+  if (::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED) != 0)
+    fail(ErrorCode::io, "madvise(MADV_DONTNEED) on ", path_, ": ", std::strerror(errno));
 }
 
 namespace {

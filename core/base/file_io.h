@@ -21,6 +21,12 @@ class MappedFile {
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
+  // Drops the resident pages of [p, p + n) (a range inside this map; widened to whole pages)
+  // from the process: reading them again faults them back in from the file. A streamed pass over
+  // a checkpoint larger than memory calls it after each layer, so that its resident size stays
+  // one layer's weights instead of growing to the file's size. Safe on any part of the map: the
+  // mapping is read-only, so no page holds anything the file does not.
+  void release_pages(const void* p, size_t n) const;
 
  private:
   std::string path_;

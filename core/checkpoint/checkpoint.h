@@ -76,5 +76,11 @@ struct ExportOptions {
 // Writes a Hugging Face folder: config.json, model.safetensors (or shards + index), and the
 // tokenizer (tokenizer.json from a BPE vocabulary, else a copy of opts.llama2c_tokenizer).
 void export_checkpoint(const Checkpoint& src, const std::string& out_dir, const ExportOptions& opts = {});
+// export_checkpoint's tokenizer step alone (for weights written another way, e.g. streamed):
+// tokenizer.json from tokenizer's BPE vocabulary, else a copy of llama2c_tokenizer (checked
+// against vocab_size first), else nothing; a tokenizer file of the other kind is removed.
+// Returns the path written, or "" when none.
+std::string export_tokenizer(const Tokenizer* tokenizer, const std::string& out_dir,
+                             const std::string& llama2c_tokenizer, int64_t vocab_size);
 
 }  // namespace latte

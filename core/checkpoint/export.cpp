@@ -7,7 +7,6 @@
 namespace latte {
 
 void export_checkpoint(const Checkpoint& src, const std::string& out_dir, const ExportOptions& opts) {
-  namespace fs = std::filesystem;
   ModelConfig config = src.config;
   TensorStore tensors = src.tensors;  // shares storage; only permuted q/k are new
   // MLA heads have a fixed [rope | nope] layout (core/model/config.h): nothing to permute.
@@ -18,24 +17,31 @@ void export_checkpoint(const Checkpoint& src, const std::string& out_dir, const 
   save.max_shard_bytes = opts.max_shard_bytes;
   save_safetensors_dir(out_dir, config, tensors, save);
 
+  export_tokenizer(src.tokenizer.get(), out_dir, opts.llama2c_tokenizer, config.vocab_size);
+}
+
+std::string export_tokenizer(const Tokenizer* tokenizer, const std::string& out_dir,
+                             const std::string& llama2c_tokenizer, int64_t vocab_size) {
+  namespace fs = std::filesystem;
   const std::string json_path = (fs::path(out_dir) / "tokenizer.json").string();
   const std::string bin_path = (fs::path(out_dir) / "tokenizer.bin").string();
   std::string written;
-  if (src.tokenizer && src.tokenizer->bpe_vocab()) {
-    write_hf_tokenizer_json(*src.tokenizer->bpe_vocab(), json_path);
+  if (tokenizer && tokenizer->bpe_vocab()) {
+    write_hf_tokenizer_json(*tokenizer->bpe_vocab(), json_path);
     written = json_path;
-  } else if (!opts.llama2c_tokenizer.empty()) {
-    LATTE_REQUIRE(file_exists(opts.llama2c_tokenizer) && !is_directory(opts.llama2c_tokenizer), ErrorCode::io,
-                  "export: tokenizer ", opts.llama2c_tokenizer, " does not exist");
+  } else if (!llama2c_tokenizer.empty()) {
+    LATTE_REQUIRE(file_exists(llama2c_tokenizer) && !is_directory(llama2c_tokenizer), ErrorCode::io,
+                  "export: tokenizer ", llama2c_tokenizer, " does not exist");
     // Checked before copying, so a wrong tokenizer does not end up beside the weights.
-    load_llama2c_tokenizer(opts.llama2c_tokenizer, config.vocab_size);
-    atomic_write_string(bin_path, read_text_file(opts.llama2c_tokenizer));
+    load_llama2c_tokenizer(llama2c_tokenizer, vocab_size);
+    atomic_write_string(bin_path, read_text_file(llama2c_tokenizer));
     written = bin_path;
   }
   // A tokenizer left from an earlier export would be loaded with these weights.
   std::error_code ec;
   for (const std::string& p : {json_path, bin_path})
     if (p != written) fs::remove(p, ec);
+  return written;
 }
 
 }  // namespace latte

@@ -63,6 +63,7 @@ void read_safetensors_file(const std::string& path, TensorStore& store) {
   };
   std::vector<Range> ranges;
   std::vector<std::pair<std::string, Tensor>> tensors;
+  std::vector<bool> viewed;  // the tensor is a view on the map (not a copy out of it)
   std::shared_ptr<void> keep = file;
   auto* data = const_cast<uint8_t*>(file->data()) + data_start;
 
@@ -118,6 +119,7 @@ void read_safetensors_file(const std::string& path, TensorStore& store) {
     } else {
       t = Tensor::borrow(p, shape, dtype, Device::cpu(), keep);
     }
+    viewed.push_back(t.raw() == p);
     tensors.emplace_back(name, std::move(t));
   }
 
@@ -140,10 +142,11 @@ void read_safetensors_file(const std::string& path, TensorStore& store) {
     fail(ErrorCode::bad_file, path, " has ", data_bytes - covered, " bytes after the last tensor (data section is ",
          data_bytes, " bytes, tensors end at ", covered, ")");
 
-  for (auto& [name, t] : tensors) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    auto& [name, t] = tensors[i];
     if (store.has(name))
       fail(ErrorCode::bad_file, "tensor ", name, " appears in both ", store.file_of(name), " and ", path);
-    store.put(name, std::move(t), path);
+    store.put(name, std::move(t), path, viewed[i] ? file : nullptr);
   }
 }
 

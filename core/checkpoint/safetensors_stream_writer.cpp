@@ -25,6 +25,12 @@ std::string shape_text(const Shape& s) {
   return out + "]";
 }
 
+DType stored_dtype(const PlannedTensor& t, DType writer_dtype) { return t.dtype.value_or(writer_dtype); }
+
+size_t stored_bytes(const PlannedTensor& t, DType writer_dtype) {
+  return size_t(element_count(t.shape)) * dtype_size(stored_dtype(t, writer_dtype));
+}
+
 std::string shard_file_name(size_t i, size_t n) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", i + 1, n);
@@ -78,8 +84,10 @@ SafetensorsFileWriter::SafetensorsFileWriter(const std::string& path, std::vecto
   header["__metadata__"] = {{"format", "pt"}};
   size_t offset = 0;
   for (const PlannedTensor& t : tensors_) {
-    const size_t bytes = size_t(element_count(t.shape)) * dtype_size(dtype);
-    header[t.name] = {{"dtype", safetensors_dtype_name(dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
+    const size_t bytes = stored_bytes(t, dtype);
+    header[t.name] = {{"dtype", safetensors_dtype_name(stored_dtype(t, dtype))},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string text = header.dump();
@@ -101,11 +109,12 @@ void SafetensorsFileWriter::write(const std::string& name, const Tensor& t) {
                 " has shape ", shape_text(t.shape()), ", planned ", shape_text(want.shape));
   LATTE_REQUIRE(t.device().kind == DeviceKind::cpu, ErrorCode::unsupported, "save: tensor ", name,
                 " is on a device; copy it to the host first");
-  const size_t bytes = size_t(t.numel()) * dtype_size(dtype_);
-  if (t.dtype() == dtype_ && t.is_contiguous()) {
+  const DType dtype = stored_dtype(want, dtype_);
+  const size_t bytes = stored_bytes(want, dtype_);
+  if (t.dtype() == dtype && t.is_contiguous()) {
     file_.write(t.raw(), bytes);
   } else {
-    Tensor converted = t.to(dtype_);  // one tensor at a time keeps the extra memory bounded
+    Tensor converted = t.to(dtype);  // one tensor at a time keeps the extra memory bounded
     file_.write(converted.raw(), bytes);
   }
   ++next_;
@@ -127,7 +136,8 @@ SafetensorsDirWriter::SafetensorsDirWriter(std::string dir, std::vector<PlannedT
   shards_.emplace_back();
   size_t current = 0;
   for (PlannedTensor& t : tensors) {
-    const size_t bytes = size_t(element_count(t.shape)) * dtype_size(dtype);
+    if (t.dtype) safetensors_dtype_name(*t.dtype);
+    const size_t bytes = stored_bytes(t, dtype);
     if (max_shard_bytes > 0 && !shards_.back().tensors.empty() && current + bytes > max_shard_bytes) {
       shards_.emplace_back();
       current = 0;
@@ -184,7 +194,7 @@ void SafetensorsDirWriter::finish(const ModelConfig& config) {
       written.insert(s.file);
       for (const PlannedTensor& t : s.tensors) {
         weight_map[t.name] = s.file;
-        total += size_t(element_count(t.shape)) * dtype_size(dtype_);
+        total += stored_bytes(t, dtype_);
       }
     }
     json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};

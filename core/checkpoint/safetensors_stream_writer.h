@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,9 @@ namespace latte {
 struct PlannedTensor {
   std::string name;
   Shape shape;
+  // Stored as this dtype instead of the writer's (a streamed conversion keeps the bf16 tensors it
+  // only copies in bf16 and writes the factors it computes in f32: safetensors types each tensor).
+  std::optional<DType> dtype;
 };
 
 // "F32", "BF16", "F16"; throws unsupported for dtypes safetensors cannot store.
@@ -25,7 +29,8 @@ const char* safetensors_dtype_name(DType t);
 // config.json's torch_dtype for dtype: "float32", "bfloat16", "float16".
 const char* torch_dtype_name(DType t);
 
-// One .safetensors file: the header for `tensors` (in that order, all stored as `dtype`) is written
+// One .safetensors file: the header for `tensors` (in that order, stored as `dtype` unless a tensor
+// names its own) is written
 // at construction; write() takes each tensor in order; commit() makes the file appear atomically
 // (AtomicFile). Dropped before commit, nothing appears.
 class SafetensorsFileWriter {

@@ -192,6 +192,27 @@ Tensor Transformer::layer_forward_train(int64_t l, const Tensor& x, int64_t batc
   return out;
 }
 
+Tensor Transformer::embed_train(std::span<const int32_t> tokens) {
+  LATTE_REQUIRE(!tokens.empty(), ErrorCode::invalid_argument, "embed_train: no tokens");
+  Tensor x = backend_->empty({int64_t(tokens.size()), config_.dim});
+  tp::vocab_parallel_embedding_forward(group(), x, tokens, weights_.tok_embeddings, tp_.vocab0, config_.vocab_size);
+  return x;
+}
+
+Tensor Transformer::layer_forward_train(int64_t l, const Tensor& x, int64_t batch, Activations::Layer& A) {
+  LATTE_REQUIRE(l >= 0 && l < config_.n_layers, ErrorCode::invalid_argument, "layer_forward_train: layer ", l,
+                " of a ", config_.n_layers, "-layer model");
+  LATTE_REQUIRE(x.ndim() == 2 && x.dim(1) == config_.dim && batch > 0 && x.dim(0) % batch == 0,
+                ErrorCode::invalid_argument, "layer_forward_train: input ", shape_str(x.shape()), " is not [B*T, ",
+                config_.dim, "] with B = ", batch);
+  const int64_t T = x.dim(0) / batch;
+  LATTE_REQUIRE(T <= config_.max_seq_len, ErrorCode::invalid_argument, "layer_forward_train: sequence of ", T,
+                " tokens exceeds the model context of ", config_.max_seq_len);
+  std::vector<int32_t> positions(size_t(x.dim(0)));
+  for (size_t i = 0; i < positions.size(); ++i) positions[i] = int32_t(int64_t(i) % T);
+  return layer_forward_train(l, x, batch, T, positions, A);
+}
+
 float Transformer::forward_train(std::span<const int32_t> tokens, std::span<const int32_t> targets, int64_t batch,
                                  Activations& a) {
   const ModelConfig& c = config_;

@@ -67,6 +67,14 @@ class Transformer {
   // over targets >= 0 and keeps what backward needs in acts.
   float forward_train(std::span<const int32_t> tokens, std::span<const int32_t> targets, int64_t batch,
                       Activations& acts);
+  // forward_train one layer at a time, for passes that hold one layer's weights at a time (the
+  // streamed calibration of a model larger than memory): embed_train is the embedding of tokens
+  // [B*T] ([B*T, dim]), layer_forward_train one decoder layer from its input x [B*T, dim] at
+  // positions 0..T-1 of each row, filling A as forward_train fills acts.layers[l]; the same
+  // kernels on the same inputs as forward_train, so the same bits.
+  Tensor embed_train(std::span<const int32_t> tokens);
+  Tensor layer_forward_train(int64_t l, const Tensor& x, int64_t batch, Activations::Layer& A);
+
   // Activation recomputation per layer: forward_train keeps only each layer's input and backward
   // runs the layer's forward again before its backward (memory for compute; same gradients).
   void set_recompute(bool on) { recompute_ = on; }

@@ -53,8 +53,16 @@ PairNorms PairNormAccumulator::mean() const {
   return m;
 }
 
-CalibrationStats collect_calibration(const ModelConfig& c, const TensorStore& weights, const Tokenizer& tokenizer,
-                                     const CalibrationOptions& o, Backend& backend, CalibrationNeeds needs) {
+namespace {
+
+// The calibration text as the windows the model runs: each [BOS] + the next text tokens when
+// the vocabulary has a BOS.
+struct CalibrationWindows {
+  std::vector<std::vector<int32_t>> windows;
+  int64_t text_tokens = 0, positions = 0;
+};
+
+CalibrationWindows calibration_windows(const ModelConfig& c, const Tokenizer& tokenizer, const CalibrationOptions& o) {
   LATTE_REQUIRE(o.max_tokens > 0, ErrorCode::invalid_argument, "calibration tokens must be positive, got ",
                 o.max_tokens);
   const std::string text = read_text_file(o.text_path);
@@ -71,18 +79,31 @@ CalibrationStats collect_calibration(const ModelConfig& c, const TensorStore& we
   const int64_t per_window = window - (bos >= 0 ? 1 : 0);
   LATTE_REQUIRE(per_window > 0, ErrorCode::invalid_argument, "calibration window of ", window,
                 " positions leaves no room for text after BOS");
+  CalibrationWindows w;
+  for (size_t start = 0; start < tokens.size(); start += size_t(per_window)) {
+    const size_t end = std::min(tokens.size(), start + size_t(per_window));
+    std::vector<int32_t> in;
+    if (bos >= 0) in.push_back(bos);
+    in.insert(in.end(), tokens.begin() + long(start), tokens.begin() + long(end));
+    w.positions += int64_t(in.size());
+    w.windows.push_back(std::move(in));
+  }
+  w.text_tokens = int64_t(tokens.size());
+  return w;
+}
 
+}  // namespace
+
+CalibrationStats collect_calibration(const ModelConfig& c, const TensorStore& weights, const Tokenizer& tokenizer,
+                                     const CalibrationOptions& o, Backend& backend, CalibrationNeeds needs) {
+  const CalibrationWindows w = calibration_windows(c, tokenizer, o);
   Transformer model(c, weights_from_store(c, weights), backend);
   PairNormAccumulator norms(c);
   AttentionInputMomentAccumulator moments(c.n_layers, c.dim);
   Activations acts;
-  int64_t positions = 0;
-  std::vector<int32_t> in, targets;
-  for (size_t start = 0; start < tokens.size(); start += size_t(per_window)) {
-    const size_t end = std::min(tokens.size(), start + size_t(per_window));
-    in.clear();
-    if (bos >= 0) in.push_back(bos);
-    in.insert(in.end(), tokens.begin() + long(start), tokens.begin() + long(end));
+  std::vector<int32_t> targets;
+  int64_t done = 0;
+  for (const std::vector<int32_t>& in : w.windows) {
     // The loss is not used, but forward_train wants at least one target: next tokens, and for a
     // one-position window the token itself.
     targets.assign(in.begin() + 1, in.end());
@@ -95,18 +116,74 @@ CalibrationStats collect_calibration(const ModelConfig& c, const TensorStore& we
     }
     norms.count_positions(int64_t(in.size()));
     moments.count_positions(int64_t(in.size()));
-    positions += int64_t(in.size());
-    if (o.progress) o.progress(int64_t(end), int64_t(tokens.size()));
+    done += int64_t(in.size()) - (tokenizer.bos_id() >= 0 ? 1 : 0);
+    if (o.progress) o.progress(done, w.text_tokens);
   }
   CalibrationStats stats;
   if (needs.pair_norms) {
     stats.pair_norms = norms.mean();
-    stats.pair_norms.text_tokens = int64_t(tokens.size());
+    stats.pair_norms.text_tokens = w.text_tokens;
   }
   if (needs.input_moments) stats.input_moments = moments.result();
-  stats.text_tokens = int64_t(tokens.size());
-  stats.positions = positions;
+  stats.text_tokens = w.text_tokens;
+  stats.positions = w.positions;
   return stats;
+}
+
+struct LayerwiseCalibration::State {
+  State(const ModelConfig& c, const TensorStore& weights, Backend& backend)
+      : model(c, weights_from_store(c, weights), backend), norms(c), moments(1, c.dim) {}
+  Transformer model;
+  std::vector<Tensor> hidden;  // per window, the input of layer next_
+  PairNormAccumulator norms;
+  AttentionInputMomentAccumulator moments;  // of the last layer run
+  int64_t dim = 0;
+};
+
+LayerwiseCalibration::LayerwiseCalibration(const ModelConfig& c, const TensorStore& weights,
+                                           const Tokenizer& tokenizer, const CalibrationOptions& o, Backend& backend,
+                                           CalibrationNeeds needs)
+    : needs_(needs) {
+  const CalibrationWindows w = calibration_windows(c, tokenizer, o);
+  s_ = std::make_unique<State>(c, weights, backend);
+  s_->dim = c.dim;
+  for (const std::vector<int32_t>& in : w.windows) s_->hidden.push_back(s_->model.embed_train(in));
+  s_->norms.count_positions(w.positions);
+  text_tokens_ = w.text_tokens;
+  positions_ = w.positions;
+}
+
+LayerwiseCalibration::~LayerwiseCalibration() = default;
+
+int64_t LayerwiseCalibration::run_next_layer() {
+  const int64_t l = next_;
+  LATTE_REQUIRE(l < s_->model.config().n_layers, ErrorCode::invalid_argument, "calibration: every one of the ",
+                l, " layers has run");
+  s_->moments = AttentionInputMomentAccumulator(1, s_->dim);
+  Activations::Layer a;
+  for (Tensor& x : s_->hidden) {
+    Tensor out = s_->model.layer_forward_train(l, x, 1, a);
+    if (needs_.pair_norms) s_->norms.add(l, a.q, a.k);
+    if (needs_.input_moments) s_->moments.add(0, a.xn_attn);
+    x = out;
+  }
+  s_->moments.count_positions(positions_);
+  ++next_;
+  if (next_ == s_->model.config().n_layers) s_->hidden.clear();
+  return l;
+}
+
+PairNorms LayerwiseCalibration::pair_norms() const {
+  LATTE_REQUIRE(needs_.pair_norms, ErrorCode::internal, "calibration: pair norms were not asked for");
+  PairNorms m = s_->norms.mean();
+  m.text_tokens = text_tokens_;
+  return m;
+}
+
+MatrixD LayerwiseCalibration::second_moment() const {
+  LATTE_REQUIRE(needs_.input_moments && next_ > 0, ErrorCode::internal,
+                "calibration: no attention-input moment (not asked for, or no layer has run)");
+  return s_->moments.result().second_moment(0);
 }
 
 PairNorms collect_pair_norms(const ModelConfig& c, const TensorStore& weights, const Tokenizer& tokenizer,

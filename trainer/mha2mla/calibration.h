@@ -9,6 +9,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "core/backend/backend.h"
@@ -70,6 +71,37 @@ struct CalibrationStats {
 
 CalibrationStats collect_calibration(const ModelConfig& c, const TensorStore& weights, const Tokenizer& tokenizer,
                                      const CalibrationOptions& o, Backend& backend, CalibrationNeeds needs);
+
+// collect_calibration one layer at a time, for a model larger than memory (the streamed
+// conversion, trainer/mha2mla/convert_streamed.h): every window's hidden state waits between
+// layers ([calibration positions, dim] f32: 512 MiB for 32k positions of a 4096-wide model), so
+// a layer's weights are read while that layer runs and never again. Layer l's statistics are
+// those of collect_calibration bit for bit: the same windows through the same kernels, summed in
+// the same order.
+class LayerwiseCalibration {
+ public:
+  // Tokenizes and embeds (the refusals of collect_calibration, before any layer runs).
+  LayerwiseCalibration(const ModelConfig& c, const TensorStore& weights, const Tokenizer& tokenizer,
+                       const CalibrationOptions& o, Backend& backend, CalibrationNeeds needs);
+  ~LayerwiseCalibration();
+
+  // Runs layer next_layer() over every window and returns its index; its statistics are then
+  // in pair_norms() and second_moment().
+  int64_t run_next_layer();
+  int64_t next_layer() const { return next_; }
+  // Means over the layers run so far (the other layers' entries are zero); needs.pair_norms.
+  PairNorms pair_norms() const;
+  // E[u^T u] of the attention input of the last layer run; needs.input_moments.
+  MatrixD second_moment() const;
+  int64_t text_tokens() const { return text_tokens_; }
+  int64_t positions() const { return positions_; }
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+  CalibrationNeeds needs_;
+  int64_t next_ = 0, text_tokens_ = 0, positions_ = 0;
+};
 
 // collect_calibration for the pair norms alone.
 PairNorms collect_pair_norms(const ModelConfig& c, const TensorStore& weights, const Tokenizer& tokenizer,

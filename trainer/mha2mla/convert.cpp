@@ -1,4 +1,5 @@
 #include "trainer/mha2mla/convert.h"
+#include "trainer/mha2mla/convert_layer.h"
 
 #include <algorithm>
 #include <cmath>
@@ -98,10 +99,25 @@ void gather_rows(MatrixD& m, int64_t at, const std::vector<float>& w, int64_t co
     for (int64_t c = 0; c < cols; ++c) m(at + int64_t(t), c) = double(w[size_t(rows[t] * cols + c)]);
 }
 
-void gather_rows(Tensor& out, int64_t at, const std::vector<float>& w, int64_t cols, const std::vector<int64_t>& rows) {
-  float* dst = out.f32();
+// Copies rows `rows` of w [*, cols] into out (same element dtype) starting at row `at`: a
+// permutation moves bytes, so a bf16 source stays bf16, bit for bit.
+void gather_rows(Tensor& out, int64_t at, const Tensor& w, const std::vector<int64_t>& rows) {
+  const int64_t cols = w.dim(1);
+  const size_t row_bytes = size_t(cols) * dtype_size(w.dtype());
+  auto* dst = static_cast<uint8_t*>(out.raw());
+  const auto* src = static_cast<const uint8_t*>(w.raw());
   for (size_t t = 0; t < rows.size(); ++t)
-    std::memcpy(dst + (at + int64_t(t)) * cols, w.data() + rows[t] * cols, size_t(cols) * sizeof(float));
+    std::memcpy(dst + size_t(at + int64_t(t)) * row_bytes, src + size_t(rows[t]) * row_bytes, row_bytes);
+}
+
+// f32 values of a weight for the factorization (any dtype, block formats dequantized).
+std::vector<float> weight_values(const Tensor& t) { return t.to_vector(); }
+
+// A weight in a dtype whose rows can be moved as bytes: itself (f32, bf16, f16), or f32 for a
+// block format (GGUF's q4_1 rows are not whole elements).
+Tensor element_weight(const Tensor& t) {
+  const bool element = t.dtype() == DType::f32 || t.dtype() == DType::bf16 || t.dtype() == DType::f16;
+  return element && t.is_contiguous() ? t : t.to(DType::f32);
 }
 
 std::vector<int64_t> offset(const std::vector<int64_t>& rows, int64_t by) {
@@ -154,11 +170,10 @@ int64_t max_kv_rank_per_head(const ModelConfig& c, int64_t r, SvdMethod svd) {
 
 }  // namespace
 
-Checkpoint convert_to_mla(const Checkpoint& src, const ConvertOptions& o, ConversionReport* report) {
-  const ModelConfig& c = src.config;
-  LATTE_REQUIRE(!c.is_mla(), ErrorCode::invalid_argument, src.tensors.origin,
+ResolvedConversion resolve_conversion(const ModelConfig& c, const ConvertOptions& o, const std::string& origin) {
+  LATTE_REQUIRE(!c.is_mla(), ErrorCode::invalid_argument, origin,
                 " is already an MLA model (architecture mla); convert its Llama source instead");
-  const int64_t hd = c.head_dim, n_kv = c.n_kv_heads, g = c.n_heads / c.n_kv_heads;
+  const int64_t hd = c.head_dim, n_kv = c.n_kv_heads;
   const int64_t r = o.rope_pairs == -1 ? std::max<int64_t>(1, hd / 16) : o.rope_pairs;
   LATTE_REQUIRE(r >= 0 && r <= hd / 2, ErrorCode::invalid_argument, "rope pairs r = ", r,
                 " is outside the valid range [0, head_dim/2 = ", hd / 2, "]");
@@ -171,126 +186,173 @@ Checkpoint convert_to_mla(const Checkpoint& src, const ConvertOptions& o, Conver
   LATTE_REQUIRE(d_kv <= d_max, ErrorCode::invalid_argument, "d_kv ", d_kv, " larger than possible: at most ", d_max,
                 " for r=", r, " with ", o.init == LatentInit::pca ? "PCA" : str_cat("SVD ", svd_method_name(o.svd)),
                 " (latent D = n_kv_heads*d_kv = ", n_kv * d_kv, " exceeds the rank of the factorized weights)");
-  const int64_t D = n_kv * d_kv, d_c = hd - 2 * r;
+  const int64_t D = n_kv * d_kv;
   LATTE_REQUIRE(o.svd == SvdMethod::joint || D % 2 == 0, ErrorCode::invalid_argument,
                 "SVD split gives half the latent to keys and half to values, but D = n_kv_heads*d_kv = ", D, " is odd");
-
-  const bool two_norm = o.strategy == RopeStrategy::two_norm;
-  LATTE_REQUIRE(!two_norm || !o.calibration.text_path.empty(), ErrorCode::invalid_argument,
+  ResolvedConversion rc{.r = r, .d_kv = d_kv, .D = D};
+  rc.two_norm = o.strategy == RopeStrategy::two_norm;
+  LATTE_REQUIRE(!rc.two_norm || !o.calibration.text_path.empty(), ErrorCode::invalid_argument,
                 "rope strategy 2norm needs a calibration text (--calib FILE)");
   LATTE_REQUIRE(o.init == LatentInit::svd || !o.calibration.text_path.empty(), ErrorCode::invalid_argument,
                 "--init pca needs a calibration text (--calib FILE)");
-  CalibrationStats calib;
-  if (!o.calibration.text_path.empty()) {
-    const Tokenizer* tok = o.tokenizer ? o.tokenizer : src.tokenizer.get();
-    LATTE_REQUIRE(tok != nullptr, ErrorCode::invalid_argument,
-                  two_norm ? "rope strategy 2norm" : o.init == LatentInit::pca ? "--init pca" : "the calibration text",
-                  " needs a tokenizer for the calibration text (--tokenizer PATH)");
-    CalibrationOptions co = o.calibration;
-    if (o.init == LatentInit::pca) {
-      // D principal directions need at least D samples; fewer would leave the tail of the basis
-      // to the damping (latent_pca.h), i.e. to chance.
-      co.min_tokens = std::max(co.min_tokens, D);
-      co.min_tokens_why = str_cat("--init pca with latent width D = ", D);
-    }
-    calib = collect_calibration(c, src.tensors, *tok, co, o.backend ? *o.backend : cpu_backend(),
-                                {.pair_norms = two_norm, .input_moments = true});
-  }
-  const AttentionInputMoments& moments = calib.input_moments;
-  std::vector<MatrixD> moment_of_layer;
-  for (int64_t l = 0; !moments.empty() && l < c.n_layers; ++l) moment_of_layer.push_back(moments.second_moment(l));
-  RopeFreqs freqs = select_rope_freqs(o.strategy, r, c, two_norm ? &calib.pair_norms : nullptr);
+  rc.calibrate = !o.calibration.text_path.empty();
+  return rc;
+}
 
+CalibrationOptions conversion_calibration_options(const ConvertOptions& o, const ResolvedConversion& rc) {
+  CalibrationOptions co = o.calibration;
+  if (o.init == LatentInit::pca) {
+    // D principal directions need at least D samples; fewer would leave the tail of the basis
+    // to the damping (latent_pca.h), i.e. to chance.
+    co.min_tokens = std::max(co.min_tokens, rc.D);
+    co.min_tokens_why = str_cat("--init pca with latent width D = ", rc.D);
+  }
+  return co;
+}
+
+const Tokenizer& calibration_tokenizer(const ConvertOptions& o, const ResolvedConversion& rc, const Tokenizer* own) {
+  const Tokenizer* tok = o.tokenizer ? o.tokenizer : own;
+  LATTE_REQUIRE(tok != nullptr, ErrorCode::invalid_argument,
+                rc.two_norm ? "rope strategy 2norm" : o.init == LatentInit::pca ? "--init pca" : "the calibration text",
+                " needs a tokenizer for the calibration text (--tokenizer PATH)");
+  return *tok;
+}
+
+nlohmann::json conversion_provenance(const ModelConfig& c, const ConvertOptions& o, const ResolvedConversion& rc,
+                                     const std::string& origin, int64_t calib_tokens) {
   nlohmann::json prov = {{"method", "MHA2MLA"},
-                         {"source", o.source_name.empty() ? src.tensors.origin : o.source_name},
+                         {"source", o.source_name.empty() ? origin : o.source_name},
                          {"source_rope_layout", rope_layout_name(c.rope_layout)},
                          {"strategy", rope_strategy_name(o.strategy)},
                          {"svd", svd_method_name(o.svd)},
                          {"sigma_in_up", o.sigma_in_up},
-                         {"r", r},
-                         {"d_kv", d_kv}};
+                         {"r", rc.r},
+                         {"d_kv", rc.d_kv}};
   // The svd record keeps today's fields (an svd conversion is byte-identical to before issue 17).
   if (o.init == LatentInit::pca) {
     prov.erase("svd");
     prov.erase("sigma_in_up");
     prov["init"] = "pca";
   }
-  if (two_norm || o.init == LatentInit::pca) {
+  if (rc.two_norm || o.init == LatentInit::pca) {
     prov["calib_file"] = o.calibration.text_path;
-    prov["calib_tokens"] = calib.text_tokens;
+    prov["calib_tokens"] = calib_tokens;
   }
-  std::vector<double> key_scales;  // pca: alpha per layer, recorded in the provenance
+  return prov;
+}
 
-  Checkpoint dst;
-  dst.config = mla_config(c, r, d_kv, freqs, prov.dump());
-  dst.format = "mha2mla";  // made in memory, not read from a file
-  dst.tensors.origin = src.tensors.origin + " (converted to MLA)";
-  const std::string made_here = "the MHA2MLA conversion of " + src.tensors.origin;
-  ConversionReport rep = size_report(c, dst.config);
+ConversionReport conversion_report_head(const ModelConfig& src, const ModelConfig& dst, const ConvertOptions& o,
+                                        int64_t calib_positions) {
+  ConversionReport rep = size_report(src, dst);
   rep.strategy = rope_strategy_name(o.strategy);
   rep.svd = svd_method_name(o.svd);
   rep.init = latent_init_name(o.init);
-  rep.calib_positions = calib.positions;
+  rep.calib_positions = calib_positions;
+  return rep;
+}
+
+ConvertedLayer convert_layer(const ModelConfig& c, const TensorStore& src, int64_t l,
+                             const std::vector<std::vector<int32_t>>& freqs, const MatrixD* moment,
+                             const ConvertOptions& o, const ResolvedConversion& rc) {
+  const int64_t hd = c.head_dim, n_kv = c.n_kv_heads, g = c.n_heads / c.n_kv_heads, r = rc.r, D = rc.D;
+  const int64_t d_c = hd - 2 * r;
+  const std::string p = str_cat("model.layers.", l, ".self_attn.");
+  const Tensor wq = element_weight(src.get(p + "q_proj.weight", {c.q_dim(), c.dim}));
+  const Tensor wk = element_weight(src.get(p + "k_proj.weight", {c.kv_dim(), c.dim}));
+  const std::vector<float> wk_values = weight_values(wk);
+  const std::vector<float> wv_values = weight_values(src.get(p + "v_proj.weight", {c.kv_dim(), c.dim}));
+
+  std::vector<HeadRows> heads;
+  for (int64_t j = 0; j < n_kv; ++j) heads.push_back(head_rows(freqs[size_t(j)], c.rope_layout, hd));
+
+  ConvertedLayer out;
+  // Queries: each head reordered [rope | nope] with its KV head's split; no low rank (spec 2.5).
+  out.q = Tensor::empty({c.q_dim(), c.dim}, wq.dtype());
+  for (int64_t h = 0; h < c.n_heads; ++h) {
+    const HeadRows& hr = heads[size_t(h / g)];
+    gather_rows(out.q, h * hd, wq, offset(hr.rope, h * hd));
+    gather_rows(out.q, h * hd + 2 * r, wq, offset(hr.nope, h * hd));
+  }
+  // RoPE keys stay full rank; the no-RoPE keys and the values share one latent. A = [k_nope; v]
+  // [n_kv*d_c + n_kv*hd, dim] is the transpose of the spec's M = [W_k,nope | W_v], so spec 3.2's
+  // W_dkv = U_D is our Vt_D and its Sigma_D V_D^T our U_D Sigma_D.
+  out.k_rope = Tensor::empty({n_kv * 2 * r, c.dim}, wk.dtype());
+  MatrixD k_nope(n_kv * d_c, c.dim), v(n_kv * hd, c.dim);
+  std::vector<int64_t> all(static_cast<size_t>(hd));
+  for (int64_t d = 0; d < hd; ++d) all[size_t(d)] = d;
+  for (int64_t j = 0; j < n_kv; ++j) {
+    gather_rows(out.k_rope, j * 2 * r, wk, offset(heads[size_t(j)].rope, j * hd));
+    gather_rows(k_nope, j * d_c, wk_values, c.dim, offset(heads[size_t(j)].nope, j * hd));
+    gather_rows(v, j * hd, wv_values, c.dim, offset(all, j * hd));
+  }
+
+  // Both methods are factorized when the calibration moments are there, so the report can set
+  // their activation energies side by side; the checkpoint gets the chosen one.
+  std::optional<KvLatent> svd;
+  if (o.init == LatentInit::svd || moment) {
+    double energy = 0;
+    svd = svd_latent(k_nope, v, D, o.svd, o.sigma_in_up, &energy);
+    out.weight_energy = energy;
+  }
+  std::optional<LatentPca> pca;
+  if (moment) {
+    const double alpha = o.pca_key_scale > 0 ? o.pca_key_scale : key_value_balance(k_nope, v, *moment);
+    pca = balanced_joint_pca(k_nope, v, *moment, D, alpha);
+    const KvEnergy es = kv_energy_kept(k_nope, v, *svd, *moment), ep = kv_energy_kept(k_nope, v, pca->latent, *moment);
+    out.activation_energy = ActivationEnergy{.svd_keys = es.keys,
+                                             .svd_values = es.values,
+                                             .pca_keys = ep.keys,
+                                             .pca_values = ep.values,
+                                             .pca_balanced = pca->balanced_energy_kept,
+                                             .alpha = pca->alpha};
+  }
+  const KvLatent& f = o.init == LatentInit::svd ? *svd : pca->latent;
+  if (o.init == LatentInit::pca) out.key_scale = pca->alpha;
+  out.kv_a = to_tensor(f.down);
+  out.k_b = to_tensor(f.k_up);
+  out.v_b = to_tensor(f.v_up);
+  return out;
+}
+
+void add_to_report(ConversionReport& rep, const ConvertedLayer& layer) {
+  if (layer.activation_energy) rep.activation_energy.push_back(*layer.activation_energy);
+  if (layer.weight_energy) rep.energy_kept.push_back(*layer.weight_energy);
+}
+
+Checkpoint convert_to_mla(const Checkpoint& src, const ConvertOptions& o, ConversionReport* report) {
+  const ModelConfig& c = src.config;
+  const ResolvedConversion rc = resolve_conversion(c, o, src.tensors.origin);
+
+  CalibrationStats calib;
+  if (rc.calibrate) {
+    const Tokenizer& tok = calibration_tokenizer(o, rc, src.tokenizer.get());
+    calib = collect_calibration(c, src.tensors, tok, conversion_calibration_options(o, rc),
+                                o.backend ? *o.backend : cpu_backend(),
+                                {.pair_norms = rc.two_norm, .input_moments = true});
+  }
+  const AttentionInputMoments& moments = calib.input_moments;
+  RopeFreqs freqs = select_rope_freqs(o.strategy, rc.r, c, rc.two_norm ? &calib.pair_norms : nullptr);
+  nlohmann::json prov = conversion_provenance(c, o, rc, src.tensors.origin, calib.text_tokens);
+  std::vector<double> key_scales;  // pca: alpha per layer, recorded in the provenance
+
+  Checkpoint dst;
+  dst.config = mla_config(c, rc.r, rc.d_kv, freqs, prov.dump());
+  dst.format = "mha2mla";  // made in memory, not read from a file
+  dst.tensors.origin = src.tensors.origin + " (converted to MLA)";
+  const std::string made_here = "the MHA2MLA conversion of " + src.tensors.origin;
+  ConversionReport rep = conversion_report_head(c, dst.config, o, calib.positions);
 
   for (int64_t l = 0; l < c.n_layers; ++l) {
+    const MatrixD moment = moments.empty() ? MatrixD() : moments.second_moment(l);
+    ConvertedLayer layer = convert_layer(c, src.tensors, l, freqs[size_t(l)], moments.empty() ? nullptr : &moment, o, rc);
+    add_to_report(rep, layer);
+    if (layer.key_scale) key_scales.push_back(*layer.key_scale);
     const std::string p = str_cat("model.layers.", l, ".self_attn.");
-    const std::vector<float> wq = src.tensors.get(p + "q_proj.weight", {c.q_dim(), c.dim}).to_vector();
-    const std::vector<float> wk = src.tensors.get(p + "k_proj.weight", {c.kv_dim(), c.dim}).to_vector();
-    const std::vector<float> wv = src.tensors.get(p + "v_proj.weight", {c.kv_dim(), c.dim}).to_vector();
-
-    std::vector<HeadRows> heads;
-    for (int64_t j = 0; j < n_kv; ++j) heads.push_back(head_rows(freqs[size_t(l)][size_t(j)], c.rope_layout, hd));
-
-    // Queries: each head reordered [rope | nope] with its KV head's split; no low rank (spec 2.5).
-    Tensor q = Tensor::empty({c.q_dim(), c.dim});
-    for (int64_t h = 0; h < c.n_heads; ++h) {
-      const HeadRows& hr = heads[size_t(h / g)];
-      gather_rows(q, h * hd, wq, c.dim, offset(hr.rope, h * hd));
-      gather_rows(q, h * hd + 2 * r, wq, c.dim, offset(hr.nope, h * hd));
-    }
-    // RoPE keys stay full rank; the no-RoPE keys and the values share one latent. A = [k_nope; v]
-    // [n_kv*d_c + n_kv*hd, dim] is the transpose of the spec's M = [W_k,nope | W_v], so spec 3.2's
-    // W_dkv = U_D is our Vt_D and its Sigma_D V_D^T our U_D Sigma_D.
-    Tensor k_rope = Tensor::empty({n_kv * 2 * r, c.dim});
-    MatrixD k_nope(n_kv * d_c, c.dim), v(n_kv * hd, c.dim);
-    std::vector<int64_t> all(static_cast<size_t>(hd));
-    for (int64_t d = 0; d < hd; ++d) all[size_t(d)] = d;
-    for (int64_t j = 0; j < n_kv; ++j) {
-      gather_rows(k_rope, j * 2 * r, wk, c.dim, offset(heads[size_t(j)].rope, j * hd));
-      gather_rows(k_nope, j * d_c, wk, c.dim, offset(heads[size_t(j)].nope, j * hd));
-      gather_rows(v, j * hd, wv, c.dim, offset(all, j * hd));
-    }
-
-    // Both methods are factorized when the calibration moments are there, so the report can set
-    // their activation energies side by side; the checkpoint gets the chosen one.
-    const MatrixD* s_l = moments.empty() ? nullptr : &moment_of_layer[size_t(l)];
-    double weight_energy = 0;
-    std::optional<KvLatent> svd;
-    if (o.init == LatentInit::svd || s_l) svd = svd_latent(k_nope, v, D, o.svd, o.sigma_in_up, &weight_energy);
-    std::optional<LatentPca> pca;
-    if (s_l) {
-      const double alpha = o.pca_key_scale > 0 ? o.pca_key_scale : key_value_balance(k_nope, v, *s_l);
-      pca = balanced_joint_pca(k_nope, v, *s_l, D, alpha);
-      const KvEnergy es = kv_energy_kept(k_nope, v, *svd, *s_l), ep = kv_energy_kept(k_nope, v, pca->latent, *s_l);
-      rep.activation_energy.push_back({.svd_keys = es.keys,
-                                       .svd_values = es.values,
-                                       .pca_keys = ep.keys,
-                                       .pca_values = ep.values,
-                                       .pca_balanced = pca->balanced_energy_kept,
-                                       .alpha = pca->alpha});
-    }
-    if (svd) rep.energy_kept.push_back(weight_energy);
-    const KvLatent& f = o.init == LatentInit::svd ? *svd : pca->latent;
-    if (o.init == LatentInit::pca) key_scales.push_back(pca->alpha);
-    const MatrixD& down = f.down;
-    const MatrixD& k_up = f.k_up;
-    const MatrixD& v_up = f.v_up;
-
-    dst.tensors.put(p + "q_proj.weight", q, made_here);
-    dst.tensors.put(p + "kv_a_proj.weight", to_tensor(down), made_here);
-    dst.tensors.put(p + "k_rope_proj.weight", k_rope, made_here);
-    dst.tensors.put(p + "k_b_proj.weight", to_tensor(k_up), made_here);
-    dst.tensors.put(p + "v_b_proj.weight", to_tensor(v_up), made_here);
+    dst.tensors.put(p + "q_proj.weight", layer.q.to(DType::f32), made_here);
+    dst.tensors.put(p + "kv_a_proj.weight", layer.kv_a, made_here);
+    dst.tensors.put(p + "k_rope_proj.weight", layer.k_rope.to(DType::f32), made_here);
+    dst.tensors.put(p + "k_b_proj.weight", layer.k_b, made_here);
+    dst.tensors.put(p + "v_b_proj.weight", layer.v_b, made_here);
   }
   // Everything outside q/k/v keeps its values, widened to f32 like the new tensors.
   for (const auto& [name, entry] : src.tensors.entries()) {
