@@ -13,7 +13,7 @@ namespace latte::cli {
 
 void add_plan(CLI::App& app) {
   struct Opts {
-    std::string config, preset, model, gpu_mem = "80GiB", dtype = "bf16", grad_dtype = "f32";
+    std::string config, preset, model, gpu_mem = "80GiB", max_memory, dtype = "bf16", grad_dtype = "f32";
     int64_t gpus = 0, seq = 0, micro_batch = 1, tp = 0, mla_d_kv = -1, rope_pairs = -1;
     int64_t kv_context = 0, kv_batch = 0;
     double peak_tflops = 989.0, mfu = 0.4;
@@ -27,6 +27,9 @@ void add_plan(CLI::App& app) {
   cmd->add_option("-m,--model", o->model, "a checkpoint (llama2.c .bin, safetensors folder, .gguf): its config");
   cmd->add_option("--gpus", o->gpus, "GPUs in the job (TP x DP)")->required();
   cmd->add_option("--gpu-mem", o->gpu_mem, "memory per GPU, e.g. 80GiB, 80GB, 81920MiB (default 80GiB)");
+  cmd->add_option("--max-memory", o->max_memory,
+                  "refuse layouts whose per-GPU total exceeds SIZE (as latte train --max-memory): a bare number is "
+                  "GiB (24, 3.5), else with a unit (512MiB, 4GiB, 80GB); exits 1 when no layout is within it");
   cmd->add_option("--seq", o->seq, "tokens per sequence (default: the model's context)");
   cmd->add_option("--micro-batch", o->micro_batch, "sequences per GPU per step (default 1)");
   cmd->add_option("--tp", o->tp, "plan only this tensor-parallel size (default: every divisor of --gpus)");
@@ -56,9 +59,7 @@ void add_plan(CLI::App& app) {
       c = config_from_json_text(read_text_file(o->config), o->config);
       name = o->config;
     } else {
-      LoadOptions lo;
-      lo.check_finite = false;  // only the config is needed
-      c = load_checkpoint(o->model, lo).config;
+      c = load_checkpoint_config(o->model);  // only the config: no tensor is read
       name = o->model;
     }
     c.validate(name);
@@ -77,6 +78,7 @@ void add_plan(CLI::App& app) {
     report.model_name = name;
     report.gpus = o->gpus;
     report.gpu_mem = planner::parse_size(o->gpu_mem);
+    if (!o->max_memory.empty()) report.max_memory = planner::parse_max_memory(o->max_memory);
     planner::PlanRequest req;
     req.config = c;
     LATTE_REQUIRE(o->seq >= 0, ErrorCode::invalid_argument, "--seq ", o->seq, " must be at least 1");
@@ -107,6 +109,17 @@ void add_plan(CLI::App& app) {
     }
     std::string text = o->json ? planner::format_json(report) : planner::format_table(report);
     std::fwrite(text.data(), 1, text.size(), stdout);
+    // --max-memory with no layout within it: the smallest one's refusal, as latte train words it.
+    if (report.max_memory > 0 && !report.plans.empty()) {
+      const planner::Plan* best = &report.plans.front();
+      for (const planner::Plan& p : report.plans)
+        if (p.total < best->total) best = &p;
+      const std::string problem = planner::memory_limit_problem(*best, report.max_memory);
+      if (!problem.empty()) {
+        std::fflush(stdout);
+        fail(ErrorCode::invalid_argument, problem);
+      }
+    }
   });
 }
 

@@ -5,6 +5,7 @@
 #include "cli/device_option.h"
 #include "parallel/job.h"
 #include "trainer/loop/trainer.h"
+#include "trainer/planner/planner.h"
 
 namespace latte::cli {
 
@@ -12,7 +13,7 @@ void add_train(CLI::App& app) {
   struct Opts {
     TrainOptions t;
     int64_t tp = 1;
-    std::string train = "all", device = "cpu";
+    std::string train = "all", device = "cpu", max_memory;
     bool quiet = false;
     int threads = 0;
   };
@@ -35,6 +36,11 @@ void add_train(CLI::App& app) {
   cmd->add_option("--clip", o->t.optim.max_grad_norm, "global gradient-norm clip (0: off)")->check(CLI::NonNegativeNumber);
   cmd->add_flag("--zero1", o->t.optim.zero1, "shard the optimizer state over data-parallel ranks (ZeRO-1)");
   cmd->add_flag("--recompute", o->t.recompute, "recompute each layer's activations in backward (less memory)");
+  cmd->add_option("--max-memory", o->max_memory,
+                  "refuse to start, before loading the model, when the planned memory per rank exceeds SIZE "
+                  "(latte plan's total for this layout in f32: weights, grads, Adam, activations, workspace; a "
+                  "--teacher is not counted). A bare number is GiB (24, 3.5), else give a unit: 512MiB, 4GiB, "
+                  "80GB (KiB/MiB/GiB/TiB = 2^10.., KB/MB/GB/TB = 10^3..)");
   cmd->add_option("--seed", o->t.seed, "data order seed");
   cmd->add_option("--val-tokens", o->t.val_tokens, "tokens held out at the end of the shard (default min(10%, 32768))")
       ->check(CLI::NonNegativeNumber);
@@ -57,6 +63,8 @@ void add_train(CLI::App& app) {
   add_threads_option(*cmd, o->threads);
   cmd->callback([o] {
     apply_threads(o->threads);
+    // Parsed before MPI starts: a bad size fails here on every rank alike.
+    if (!o->max_memory.empty()) o->t.max_memory = planner::parse_max_memory(o->max_memory);
     resolve_device(o->device, false);  // an unusable --device fails here, before any rank starts
     std::unique_ptr<ParallelJob> job = start_parallel_job(o->tp, !o->quiet);
     TrainOptions t = o->t;

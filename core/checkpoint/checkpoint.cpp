@@ -11,4 +11,13 @@ Checkpoint load_checkpoint(const std::string& path, const LoadOptions& opts) {
   return load_llama2c(path, opts);
 }
 
+ModelConfig load_checkpoint_config(const std::string& path) {
+  LoadOptions lo;
+  lo.check_finite = false;
+  lo.config_only = true;
+  ModelConfig c = load_checkpoint(path, lo).config;
+  c.validate(path);
+  return c;
+}
+
 }  // namespace latte

@@ -39,6 +39,8 @@ struct Checkpoint {
 
 struct LoadOptions {
   bool check_finite = true;  // NaN/Inf weights are an error naming tensor and file
+  bool config_only = false;  // read only the config (config.json, the llama2.c header, the GGUF
+                             // metadata): no tensors, no tokenizer, nothing decoded or allocated
 };
 
 // Dispatch by path: a folder -> safetensors (+ config.json), *.gguf -> GGUF, else llama2.c .bin.
@@ -46,6 +48,9 @@ Checkpoint load_checkpoint(const std::string& path, const LoadOptions& opts = {}
 Checkpoint load_llama2c(const std::string& path, const LoadOptions& opts = {});
 Checkpoint load_safetensors_dir(const std::string& dir, const LoadOptions& opts = {});
 Checkpoint load_gguf(const std::string& path, const LoadOptions& opts = {});
+// The config alone (LoadOptions::config_only), validated: what a run needs to check its layout
+// before it loads or allocates any weight (latte train, latte plan --model).
+ModelConfig load_checkpoint_config(const std::string& path);
 
 struct SaveOptions {
   DType dtype = DType::f32;         // storage dtype of the written tensors

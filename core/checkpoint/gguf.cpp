@@ -404,6 +404,7 @@ Checkpoint load_gguf(const std::string& path, const LoadOptions& opts) {
   Checkpoint ck;
   ck.format = "gguf";
   ck.config = config_from_metadata(md, infos, path);
+  if (opts.config_only) return ck;  // before any tensor is decoded
   ck.tensors.origin = path;
   std::shared_ptr<void> keep = file;
   auto* data = const_cast<uint8_t*>(file->data()) + data_start;

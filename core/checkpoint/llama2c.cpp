@@ -109,6 +109,7 @@ Checkpoint load_llama2c(const std::string& path, const LoadOptions& opts) {
   Checkpoint ck;
   ck.config = c;
   ck.format = "llama2c";
+  if (opts.config_only) return ck;
   ck.tensors.origin = path;
   std::shared_ptr<void> keep = file;
   // The map is read-only: writing through these views would fault, and nothing in Latte does.

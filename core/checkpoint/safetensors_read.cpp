@@ -174,6 +174,7 @@ Checkpoint load_safetensors_dir(const std::string& dir, const LoadOptions& opts)
   Checkpoint ck;
   ck.format = "safetensors";
   ck.config = config_from_json_text(read_text_file(config_path), config_path);
+  if (opts.config_only) return ck;
   ck.tensors.origin = dir;
 
   const std::string single = (fs::path(dir) / "model.safetensors").string();

@@ -18,6 +18,7 @@
 #include "core/model/transformer.h"
 #include "trainer/data/batch_sampler.h"
 #include "trainer/optim/lr_schedule.h"
+#include "trainer/planner/planner.h"
 #include "trainer/train_state/train_checkpoint.h"
 
 namespace latte {
@@ -49,6 +50,39 @@ RankModel load_rank_model(const std::string& path, Communicator& tp, Backend& ba
   // The f32 master copy is all training needs: release the file's tensors (and their mapping).
   m.checkpoint.tensors = TensorStore{};
   return m;
+}
+
+// What can be checked from the checkpoints' configs alone, before a weight is read or a tensor
+// allocated: the TP size divides the heads, MLP width and vocabulary (tp_layout); no KV head is
+// shared between TP ranks (backward cannot train those); --seq fits the context; with
+// --max-memory, the planner's per-rank total for exactly this layout (planner::train_request: f32
+// weights, gradients, Adam and activations, as this trainer allocates them) is within it. The
+// teacher of --teacher is checked for its TP split and vocabulary, but its memory is not planned.
+// Every rank computes the same and fails alike, before any collective, so a refused run ends on
+// every rank without a hang and leaves nothing in --out.
+void check_run_layout(const TrainOptions& o, int64_t tp, int64_t dp) {
+  const ModelConfig c = load_checkpoint_config(o.model_path);
+  planner::Plan plan;
+  try {
+    plan = planner::make_plan(planner::train_request(c, tp, dp, o.micro_batch, o.seq, o.optim.zero1, o.recompute));
+  } catch (const Error& e) {
+    fail(e.code(), "cannot train ", o.model_path, ": ", e.what());
+  }
+  if (o.max_memory > 0) {
+    const std::string problem = planner::memory_limit_problem(plan, o.max_memory);
+    LATTE_REQUIRE(problem.empty(), ErrorCode::invalid_argument, "cannot train ", o.model_path, ": ", problem);
+  }
+  if (!o.teacher_path.empty()) {
+    LATTE_REQUIRE(o.distill_weight > 0, ErrorCode::invalid_argument, "--teacher needs --distill-weight > 0");
+    const ModelConfig t = load_checkpoint_config(o.teacher_path);
+    try {
+      tp_layout(t, 0, tp);
+    } catch (const Error& e) {
+      fail(e.code(), "cannot use teacher ", o.teacher_path, ": ", e.what());
+    }
+    LATTE_REQUIRE(t.vocab_size == c.vocab_size, ErrorCode::invalid_argument, "teacher ", o.teacher_path,
+                  " has a vocabulary of ", t.vocab_size, ", the student ", c.vocab_size);
+  }
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -154,6 +188,7 @@ TrainResult train(const TrainOptions& o, Communicator& world, Communicator& tp, 
   LATTE_REQUIRE(o.steps >= 1 && o.micro_batch >= 1 && o.grad_accum >= 1 && o.seq >= 1, ErrorCode::invalid_argument,
                 "train: --steps, --micro-batch, --grad-accum and --seq must be positive");
   const bool lead = world.rank() == 0;
+  check_run_layout(o, tp.size(), dp.size());
   LATTE_REQUIRE(file_exists(o.data_path), ErrorCode::io, "token shard not found: ", o.data_path,
                 " (make one with latte tokenize)");
   TokenShard shard(o.data_path);
@@ -176,7 +211,6 @@ TrainResult train(const TrainOptions& o, Communicator& world, Communicator& tp, 
   BatchSampler sampler(shard, o.seq, val_tokens, dp.rank(), dp.size(), o.seed);
   std::unique_ptr<RankModel> teacher;
   if (!o.teacher_path.empty()) {
-    LATTE_REQUIRE(o.distill_weight > 0, ErrorCode::invalid_argument, "--teacher needs --distill-weight > 0");
     teacher = std::make_unique<RankModel>(load_rank_model(o.teacher_path, tp, backend));
     LATTE_REQUIRE(teacher->model->config().vocab_size == c.vocab_size, ErrorCode::invalid_argument, "teacher ",
                   o.teacher_path, " has a vocabulary of ", teacher->model->config().vocab_size, ", the student ",

@@ -34,12 +34,14 @@ struct TrainOptions {
   int64_t eval_batches = 8;    // 0: the whole held-out split
   int64_t save_every = 50;     // 0: only at the end
   bool resume = false;
-  bool train_attention_only = false;
-  bool recompute = false;      // activation recomputation per layer (Transformer::set_recompute)  // MHA2MLA's cheaper variant: only self_attn.* tensors learn
+  bool train_attention_only = false;  // MHA2MLA's cheaper variant: only self_attn.* tensors learn
+  bool recompute = false;      // activation recomputation per layer (Transformer::set_recompute)
   std::string teacher_path;    // optional: distil from the original model's logits
   double distill_weight = 0.0; // loss = CE + distill_weight * KL(teacher || student)
   bool progress = true;        // rank 0 progress line on stderr
   int64_t stop_after = 0;      // testing aid: return after this many steps of this run (0: off)
+  int64_t max_memory = 0;      // bytes per rank (latte train --max-memory); 0: no limit. A run whose
+                               // planned total (trainer/planner) exceeds it is refused before loading
 };
 
 struct TrainResult {

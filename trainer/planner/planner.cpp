@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -239,25 +240,6 @@ int64_t parse_size(const std::string& text) {
   return int64_t(bytes);
 }
 
-std::vector<TpOption> tp_options(const ModelConfig& c, int64_t gpus) {
-  LATTE_REQUIRE(gpus >= 1, ErrorCode::invalid_argument, "--gpus ", gpus, " must be at least 1");
-  std::vector<TpOption> out;
-  for (int64_t tp = 1; tp <= gpus; ++tp) {
-    if (gpus % tp != 0) continue;
-    TpOption o{tp, ""};
-    try {
-      TpLayout l = tp_layout(c, 0, tp);
-      if (l.kv_replicated)
-        o.skipped = str_cat("--tp ", tp, " exceeds n_kv_heads (", c.n_kv_heads,
-                            "): the trainer cannot train shared KV heads");
-    } catch (const Error& e) {
-      o.skipped = e.what();
-    }
-    out.push_back(o);
-  }
-  return out;
-}
-
 namespace {
 
 constexpr double kGiB = 1073741824.0;
@@ -282,6 +264,102 @@ std::string pad(const std::string& s, size_t width) {
 }
 
 }  // namespace
+
+int64_t parse_max_memory(const std::string& text) {
+  const bool bare = !text.empty() && text.find_first_not_of("0123456789.") == std::string::npos;
+  if (!bare) return parse_size(text);
+  auto bad = [&](const char* why) {
+    fail(ErrorCode::invalid_argument, "bad --max-memory '", text, "': ", why,
+         " (a bare number is GiB, e.g. 24 or 3.5; or give a unit: 512MiB, 4GiB, 80GB)");
+  };
+  if (std::count(text.begin(), text.end(), '.') > 1 || text == ".") bad("not a number");
+  const double bytes = std::stod(text) * 1073741824.0;
+  if (!(bytes >= 1)) bad("the size must be positive");
+  if (bytes >= 9.2e18) bad("too large");
+  return int64_t(bytes);
+}
+
+PlanRequest train_request(const ModelConfig& c, int64_t tp, int64_t dp, int64_t micro_batch, int64_t seq,
+                          bool zero1, bool recompute) {
+  PlanRequest r;
+  r.config = c;
+  r.tp = tp;
+  r.dp = dp;
+  r.micro_batch = micro_batch;
+  r.seq = seq;
+  r.weight_dtype = r.compute_dtype = r.grad_dtype = DType::f32;
+  r.zero1 = zero1;
+  r.recompute = recompute;
+  return r;
+}
+
+std::string human_bytes(int64_t bytes) {
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = double(bytes);
+  size_t u = 0;
+  while (std::abs(v) >= 1024.0 && u + 1 < std::size(kUnits)) v /= 1024.0, ++u;
+  char buf[48];
+  if (u == 0) std::snprintf(buf, sizeof buf, "%lld B", (long long)bytes);
+  else std::snprintf(buf, sizeof buf, "%.2f %s", v, kUnits[u]);
+  return buf;
+}
+
+namespace {
+
+// Whether a TP size above p's can train the model (divides it, no shared KV heads).
+bool larger_tp_exists(const Plan& p) {
+  const ModelConfig& c = p.req.config;
+  for (int64_t t = p.req.tp + 1; t <= c.n_kv_heads; ++t) {
+    try {
+      if (!tp_layout(c, 0, t).kv_replicated) return true;
+    } catch (const Error&) {
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string memory_limit_problem(const Plan& p, int64_t limit) {
+  if (p.total <= limit) return "";
+  const PlanRequest& q = p.req;
+  std::vector<std::string> hints;
+  if (!q.zero1 && q.dp > 1) hints.push_back("--zero1");
+  // Weights, gradients and Adam alone over the limit: fewer activations cannot help.
+  const bool state_fits = p.weights + p.gradients + p.optimizer <= limit;
+  if (state_fits && !q.recompute) hints.push_back("--recompute");
+  if (larger_tp_exists(p)) hints.push_back("a larger --tp");
+  if (state_fits && (q.micro_batch > 1 || q.seq > 1)) hints.push_back("a smaller --micro-batch/--seq");
+  std::string hint;
+  for (size_t i = 0; i < hints.size(); ++i)
+    hint += (i == 0 ? "" : i + 1 == hints.size() ? " or " : ", ") + hints[i];
+  if (hint.empty()) hint = "more memory per rank (no other layout of this model is smaller here)";
+  return str_cat("planned ", human_bytes(p.total), " (", grouped(p.total), " bytes) per rank exceeds --max-memory ",
+                 human_bytes(limit), " (", grouped(limit), " bytes) for TP ", q.tp, ", DP ", q.dp, ", --zero1 ",
+                 q.zero1 ? "on" : "off", ", --recompute ", q.recompute ? "on" : "off", ", --micro-batch ",
+                 q.micro_batch, ", --seq ", q.seq, " (weights ", human_bytes(p.weights), ", grads ",
+                 human_bytes(p.gradients), ", optimizer ", human_bytes(p.optimizer), ", activations ",
+                 human_bytes(p.activations), ", workspace ", human_bytes(p.workspace), "); try ", hint);
+}
+
+std::vector<TpOption> tp_options(const ModelConfig& c, int64_t gpus) {
+  LATTE_REQUIRE(gpus >= 1, ErrorCode::invalid_argument, "--gpus ", gpus, " must be at least 1");
+  std::vector<TpOption> out;
+  for (int64_t tp = 1; tp <= gpus; ++tp) {
+    if (gpus % tp != 0) continue;
+    TpOption o{tp, ""};
+    try {
+      TpLayout l = tp_layout(c, 0, tp);
+      if (l.kv_replicated)
+        o.skipped = str_cat("--tp ", tp, " exceeds n_kv_heads (", c.n_kv_heads,
+                            "): the trainer cannot train shared KV heads");
+    } catch (const Error& e) {
+      o.skipped = e.what();
+    }
+    out.push_back(o);
+  }
+  return out;
+}
 
 std::string format_table(const PlanReport& r) {
   std::string out;
@@ -322,19 +400,27 @@ std::string format_table(const PlanReport& r) {
       std::snprintf(buf, sizeof buf, "%.3f", p.step_seconds);
       std::string step = buf;
       const bool fits = p.total <= r.gpu_mem;
+      const bool over = r.max_memory > 0 && p.total > r.max_memory;
       out += str_cat(pad(std::to_string(p.req.tp), 4), pad(std::to_string(p.req.dp), 5), pad(gib(p.weights), 9),
                      pad(gib(p.gradients), 8), pad(gib(p.optimizer), 8), pad(gib(p.activations), 8),
-                     pad(gib(p.workspace), 9), pad(gib(p.total), 8), "  ", fits ? "FITS         " : "DOES NOT FIT ",
+                     pad(gib(p.workspace), 9), pad(gib(p.total), 8), "  ",
+                     over ? "OVER LIMIT   " : fits ? "FITS         " : "DOES NOT FIT ",
                      pad(kvt, 10), pad(gib(p.kv_cache), std::max<size_t>(kv_col.size() + 2, 12)), pad(tps, 12),
                      pad(step, 9), "\n");
     }
     out += str_cat("\nmemory in GiB (2^30 B) per GPU; total = weights + grads + optim + activ + wkspace, ",
                    "compared with ",
-                   gib(r.gpu_mem), " GiB (no allowance for the CUDA context or fragmentation).\n",
+                   gib(r.gpu_mem), " GiB (no allowance for the CUDA context or fragmentation)",
+                   r.max_memory > 0 ? str_cat("; OVER LIMIT: over --max-memory ", human_bytes(r.max_memory)) : "",
+                   ".\n",
                    "KV columns: inference cache per GPU (", dtype_name(q.compute_dtype),
                    c.is_mla() ? "; MLA latent replicated on every TP rank" : "", "), not part of the training total.\n",
                    "tok/s: whole job; step s: one micro-batch on every DP rank (DP x ", q.micro_batch, " x ", q.seq,
                    " tokens).\n");
+  }
+  for (const Plan& p : r.plans) {
+    const std::string problem = r.max_memory > 0 ? memory_limit_problem(p, r.max_memory) : "";
+    if (!problem.empty()) out += str_cat("TP ", p.req.tp, " refused: ", problem, "\n");
   }
   for (const TpOption& s : r.skipped) out += str_cat("TP ", s.tp, " skipped: ", s.skipped, "\n");
   return out;
@@ -346,6 +432,7 @@ std::string format_json(const PlanReport& r) {
   j["model"] = r.model_name;
   j["gpus"] = r.gpus;
   j["gpu_mem_bytes"] = r.gpu_mem;
+  if (r.max_memory > 0) j["max_memory_bytes"] = r.max_memory;
   if (!r.plans.empty()) {
     const Plan& p0 = r.plans.front();
     const PlanRequest& q = p0.req;
@@ -379,6 +466,10 @@ std::string format_json(const PlanReport& r) {
     e["bytes"] = {{"weights", p.weights},         {"gradients", p.gradients}, {"optimizer", p.optimizer},
                   {"activations", p.activations}, {"workspace", p.workspace}, {"total", p.total}};
     e["fits"] = p.total <= r.gpu_mem;
+    if (r.max_memory > 0) {
+      e["within_max_memory"] = p.total <= r.max_memory;
+      if (p.total > r.max_memory) e["refused"] = memory_limit_problem(p, r.max_memory);
+    }
     e["kv_cache"] = {{"context", p.req.kv_context},
                      {"batch", p.req.kv_batch},
                      {"bytes_per_token", p.kv_bytes_per_token},

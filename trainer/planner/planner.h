@@ -125,6 +125,26 @@ ModelConfig mla_variant(const ModelConfig& llama, int64_t d_kv, int64_t r);
 // (2^10k), case-insensitive; a unit is required.
 int64_t parse_size(const std::string& text);
 
+// --max-memory (latte train, latte plan): a bare number is GiB ("24", "3.5"); with a unit it is
+// parse_size ("512MiB", "4GiB", "80GB"). Must be positive.
+int64_t parse_max_memory(const std::string& text);
+
+// The request of one `latte train` run, with the dtypes the trainer allocates: its master weights,
+// activations, workspace and gradients are all f32 (weights_to_f32, on the CPU and CUDA backends
+// alike), so Adam is 8 B/param. The same request as `latte plan --dtype f32 --grad-dtype f32`, the
+// one compared with measured peak RSS (README, "Planning big runs").
+PlanRequest train_request(const ModelConfig& c, int64_t tp, int64_t dp, int64_t micro_batch, int64_t seq,
+                          bool zero1, bool recompute);
+
+// Empty when p.total <= limit bytes; otherwise one line naming the planned bytes per rank (and the
+// five terms), the limit, the layout (TP, DP, ZeRO-1, recomputation, micro-batch, seq) and the flags
+// that would shrink it (those not already used). latte train fails with it before loading; latte
+// plan marks the layout with it.
+std::string memory_limit_problem(const Plan& p, int64_t limit);
+
+// "3.52 MiB", "2.50 GiB", "812 B": bytes in the largest binary unit that keeps the number >= 1.
+std::string human_bytes(int64_t bytes);
+
 // The TP sizes to plan for `gpus` GPUs: every divisor of gpus, with an empty reason when the
 // model can be trained at that TP and otherwise why not.
 struct TpOption {
@@ -137,6 +157,7 @@ std::vector<TpOption> tp_options(const ModelConfig& c, int64_t gpus);
 struct PlanReport {
   std::string model_name;
   int64_t gpus = 0, gpu_mem = 0;
+  int64_t max_memory = 0;  // --max-memory: plans over it are refused (0: no limit)
   std::vector<Plan> plans;
   std::vector<TpOption> skipped;
 };

@@ -1,6 +1,7 @@
 // `latte train` as a user meets it: bad inputs exit non-zero with one line on stderr naming the
 // problem (a missing shard, a shard of another vocabulary or tokenizer, --tp that does not divide
-// the ranks, --resume from a checkpoint of another model or another --seed, --seq over the context).
+// the ranks, --resume from a checkpoint of another model or another --seed, --seq over the context,
+// a layout planned over --max-memory).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -109,6 +110,48 @@ TEST_F(TrainCliTest, TpThatDoesNotDivideTheRanks) {
   const bool solo = r.err.find("--tp 2 needs a build with MPI") != std::string::npos;
   EXPECT_TRUE(mpi || solo) << r.err;
   EXPECT_FALSE(fs::exists(dir_ + "/o5/checkpoints"));
+}
+
+TEST_F(TrainCliTest, MaxMemoryRefusesBeforeAllocating) {
+  // stories260K in f32 plans 7.35 MiB per rank (micro-batch 2 x 64): over 1 MiB, refused before the model is loaded,
+  // with one line naming the plan, the limit and the layout, and nothing written to --out.
+  const std::string out = dir_ + "/o-mem";
+  CliRun r = run_latte(train(kModel, shard(), out) + " --max-memory 1MiB");
+  EXPECT_NE(r.code, 0);
+  EXPECT_EQ(count_lines(r.err), 1) << r.err;
+  for (const std::string& part :
+       {std::string("cannot train ") + kModel + ": planned ",
+        std::string(" per rank exceeds --max-memory 1.00 MiB (1,048,576 bytes) for TP 1, DP 1, --zero1 off, "
+                    "--recompute off, --micro-batch 2, --seq 64 (weights "),
+        std::string("; try ")})
+    EXPECT_NE(r.err.find(part), std::string::npos) << "missing \"" << part << "\" in " << r.err;
+  EXPECT_FALSE(fs::exists(out)) << "the refused run created " << out;
+
+  // latte plan, for the same layout in the trainer's f32, prints its table with the layout marked and
+  // fails with the same words.
+  CliRun p = run_latte("plan --model " + kModel +
+                       " --gpus 1 --seq 64 --micro-batch 2 --dtype f32 --grad-dtype f32 --max-memory 1MiB");
+  EXPECT_EQ(p.code, 1) << p.err;
+  EXPECT_NE(p.out.find("OVER LIMIT"), std::string::npos) << p.out;
+  const size_t at = r.err.find("planned ");
+  ASSERT_NE(at, std::string::npos) << r.err;
+  EXPECT_NE(p.err.find(r.err.substr(at)), std::string::npos) << "train: " << r.err << "plan: " << p.err;
+  EXPECT_EQ(count_lines(p.err), 1) << p.err;
+
+  // A bare number is GiB: half a GiB is plenty, and the run trains.
+  CliRun ok = run_latte(train(kModel, shard(), dir_ + "/o-mem-ok") + " --max-memory 0.5");
+  EXPECT_EQ(ok.code, 0) << ok.err;
+  CliRun plan_ok = run_latte("plan --model " + kModel + " --gpus 1 --seq 64 --dtype f32 --max-memory 0.5");
+  EXPECT_EQ(plan_ok.code, 0) << plan_ok.err;
+  EXPECT_NE(plan_ok.out.find("  FITS  "), std::string::npos) << plan_ok.out;
+  EXPECT_EQ(plan_ok.out.find("refused:"), std::string::npos) << plan_ok.out;
+
+  // A size that does not parse fails before anything starts.
+  expect_one_line_error(train(kModel, shard(), dir_ + "/o-mem-bad") + " --max-memory 12XB", "bad size '12XB'");
+  EXPECT_FALSE(fs::exists(dir_ + "/o-mem-bad"));
+  const CliRun help = run_latte("train --help");
+  EXPECT_NE(help.out.find("--max-memory"), std::string::npos);
+  EXPECT_NE(help.out.find("A bare number is GiB"), std::string::npos) << help.out;
 }
 
 TEST_F(TrainCliTest, ResumeFromAnotherModelOrSeedOrBadSeq) {

@@ -280,3 +280,104 @@ TEST(TrainLoopTest, DistillationFromItselfStartsAtZeroKl) {
 
 }  // namespace
 }  // namespace latte
+
+namespace latte {
+namespace {
+
+// Rank 0 of a group of `size` ranks whose collectives must never run: a layout the trainer refuses
+// is refused before the first collective, so no rank of a real job can be left waiting in one.
+class NoCollectives final : public Communicator {
+ public:
+  explicit NoCollectives(int size) : size_(size) {}
+  int rank() const override { return 0; }
+  int size() const override { return size_; }
+  std::string name() const override { return "no-collectives"; }
+  void all_reduce(Tensor&, ReduceOp) override { ran("all_reduce"); }
+  void all_gather(Tensor&, const Tensor&) override { ran("all_gather"); }
+  void reduce_scatter(Tensor&, const Tensor&) override { ran("reduce_scatter"); }
+  void broadcast(Tensor&, int) override { ran("broadcast"); }
+  void broadcast_ints(std::span<int32_t>, int) override { ran("broadcast_ints"); }
+  void barrier() override { ran("barrier"); }
+  void send(const Tensor&, int, int) override { ran("send"); }
+  void recv(Tensor&, int, int) override { ran("recv"); }
+
+ private:
+  [[noreturn]] static void ran(const char* what) {
+    fail(ErrorCode::internal, "a collective (", what, ") ran before the layout was refused");
+  }
+  int size_;
+};
+
+// A checkpoint folder holding only a config.json: a run that reads any weight fails on it.
+std::string config_only_model(const std::string& dir, int heads, int kv_heads, int dim, int ffn, int layers,
+                              int vocab) {
+  fs::create_directories(dir);
+  std::ofstream(dir + "/config.json") << "{\"model_type\": \"llama\", \"hidden_size\": " << dim
+                                      << ", \"intermediate_size\": " << ffn << ", \"num_hidden_layers\": " << layers
+                                      << ", \"num_attention_heads\": " << heads << ", \"num_key_value_heads\": "
+                                      << kv_heads << ", \"vocab_size\": " << vocab
+                                      << ", \"max_position_embeddings\": 4096, \"tie_word_embeddings\": false}";
+  return dir;
+}
+
+TEST(TrainLoopTest, UnusableLayoutOrMemoryIsRefusedBeforeLoading) {
+  std::string dir = temp_dir("layout");
+  std::string data = make_shard(dir);
+  int n = 0;
+  auto expect_refused = [&](TrainOptions o, int tp_size, int dp_size, const std::vector<std::string>& needles) {
+    o.out_dir = dir + "/out" + std::to_string(n++);
+    NoCollectives world(tp_size * dp_size), tp(tp_size), dp(dp_size);
+    SoloCommunicator solo;
+    Communicator& w = tp_size * dp_size == 1 ? static_cast<Communicator&>(solo) : world;
+    Communicator& t = tp_size == 1 ? static_cast<Communicator&>(solo) : tp;
+    Communicator& d = dp_size == 1 ? static_cast<Communicator&>(solo) : dp;
+    try {
+      train(o, w, t, d);
+      ADD_FAILURE() << "TP " << tp_size << " x DP " << dp_size << " of " << o.model_path << " was trained";
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(e.code(), ErrorCode::internal) << what;
+      EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+      for (const std::string& needle : needles) EXPECT_NE(what.find(needle), std::string::npos) << what;
+    }
+    EXPECT_FALSE(fs::exists(o.out_dir)) << "a refused run wrote " << o.out_dir;
+  };
+  const TrainOptions base = small_run(data, "");
+  // stories260K: 8 heads, 4 KV heads, MLP 172, vocabulary 512.
+  expect_refused(base, 3, 1, {"cannot train " + kModel, "--tp 3 does not divide n_heads (8)"});
+  expect_refused(base, 8, 1, {"--tp 8 does not divide hidden_dim (172)"});
+  // 8 heads over 2 KV heads: TP 4 splits every tensor, but two ranks would share each KV head,
+  // which backward cannot train. Refused from config.json alone (the folder has no weights).
+  TrainOptions gqa = base;
+  gqa.model_path = config_only_model(dir + "/gqa", 8, 2, 64, 256, 2, 512);
+  expect_refused(gqa, 4, 1, {"--tp 4 exceeds n_kv_heads (2)"});
+  // --max-memory: the f32 plan of stories260K (7.35 MiB per rank at micro-batch 2 x 64) against 1 MiB.
+  TrainOptions small = base;
+  small.max_memory = int64_t(1) << 20;
+  expect_refused(small, 1, 1,
+                 {"cannot train " + kModel + ": planned ", " per rank exceeds --max-memory 1.00 MiB (1,048,576 bytes)",
+                  "for TP 1, DP 1, --zero1 off, --recompute off, --micro-batch 2, --seq 64", "; try "});
+  // Llama-2-7B's shape in f32 (16 B/param of model state, 108 GB) against 24 GiB, from its config
+  // alone: nothing is loaded, or the weightless folder would fail differently.
+  TrainOptions big = base;
+  big.model_path = config_only_model(dir + "/7b", 32, 32, 4096, 11008, 32, 32000);
+  big.max_memory = int64_t(24) << 30;
+  big.micro_batch = 1;
+  big.seq = 4096;
+  expect_refused(big, 1, 1, {"exceeds --max-memory 24.00 GiB", "--micro-batch 1, --seq 4096", "try a larger --tp"});
+  fs::remove_all(dir);
+}
+
+TEST(TrainLoopTest, RunWithinMaxMemoryTrains) {
+  std::string dir = temp_dir("within");
+  std::string data = make_shard(dir);
+  SoloCommunicator solo;
+  TrainOptions o = small_run(data, dir + "/run");
+  o.steps = 2;
+  o.max_memory = int64_t(1) << 30;
+  EXPECT_EQ(train(o, solo, solo, solo).steps_done, 2);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace latte
