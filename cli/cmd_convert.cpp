@@ -35,7 +35,7 @@ void add_convert(CLI::App& app) {
     double shard_gib = -1;
     int64_t rope_pairs = -1, d_kv = -1, calib_tokens = 32768, calib_window = 0;
     double pca_key_scale = 0;
-    bool quiet = false;
+    bool quiet = false, no_init_comparison = false;
     int threads = 0;
   };
   auto o = std::make_shared<Opts>();
@@ -64,6 +64,9 @@ void add_convert(CLI::App& app) {
   cmd->add_option("--calib", o->calib,
                   "calibration text for --rope-strategy 2norm and --init pca; with --init svd it adds the "
                   "energy kept on its activations to the report");
+  cmd->add_flag("--no-init-comparison", o->no_init_comparison,
+                "with --calib: skip factorizing the other latent initialisation for the report's side-by-side "
+                "activation energies (one eigendecomposition per layer: minutes per layer at 7B width)");
   cmd->add_option("--calib-tokens", o->calib_tokens, "calibration tokens to run (default 32768)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--calib-window", o->calib_window, "positions per calibration pass (default: context, at most 2048)")
@@ -117,6 +120,7 @@ void add_convert(CLI::App& app) {
                   "--pca-key-scale applies to --init pca only");
     co.pca_key_scale = o->pca_key_scale;
     co.sigma_in_up = o->sigma == "code";
+    co.compare_inits = !o->no_init_comparison;
     co.calibration.text_path = o->calib;
     co.calibration.max_tokens = o->calib_tokens;
     co.calibration.window = o->calib_window;

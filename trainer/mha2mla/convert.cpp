@@ -196,6 +196,7 @@ ResolvedConversion resolve_conversion(const ModelConfig& c, const ConvertOptions
   LATTE_REQUIRE(o.init == LatentInit::svd || !o.calibration.text_path.empty(), ErrorCode::invalid_argument,
                 "--init pca needs a calibration text (--calib FILE)");
   rc.calibrate = !o.calibration.text_path.empty();
+  rc.moments = rc.calibrate && (o.init == LatentInit::pca || o.compare_inits);
   return rc;
 }
 
@@ -288,16 +289,20 @@ ConvertedLayer convert_layer(const ModelConfig& c, const TensorStore& src, int64
 
   // Both methods are factorized when the calibration moments are there, so the report can set
   // their activation energies side by side; the checkpoint gets the chosen one.
+  const bool compare = moment && o.compare_inits;
   std::optional<KvLatent> svd;
-  if (o.init == LatentInit::svd || moment) {
+  if (o.init == LatentInit::svd || compare) {
     double energy = 0;
     svd = svd_latent(k_nope, v, D, o.svd, o.sigma_in_up, &energy);
     out.weight_energy = energy;
   }
   std::optional<LatentPca> pca;
-  if (moment) {
+  if (o.init == LatentInit::pca || compare) {
+    LATTE_ASSERT(moment != nullptr);
     const double alpha = o.pca_key_scale > 0 ? o.pca_key_scale : key_value_balance(k_nope, v, *moment);
     pca = balanced_joint_pca(k_nope, v, *moment, D, alpha);
+  }
+  if (compare) {
     const KvEnergy es = kv_energy_kept(k_nope, v, *svd, *moment), ep = kv_energy_kept(k_nope, v, pca->latent, *moment);
     out.activation_energy = ActivationEnergy{.svd_keys = es.keys,
                                              .svd_values = es.values,
@@ -328,7 +333,7 @@ Checkpoint convert_to_mla(const Checkpoint& src, const ConvertOptions& o, Conver
     const Tokenizer& tok = calibration_tokenizer(o, rc, src.tokenizer.get());
     calib = collect_calibration(c, src.tensors, tok, conversion_calibration_options(o, rc),
                                 o.backend ? *o.backend : cpu_backend(),
-                                {.pair_norms = rc.two_norm, .input_moments = true});
+                                {.pair_norms = rc.two_norm, .input_moments = rc.moments});
   }
   const AttentionInputMoments& moments = calib.input_moments;
   RopeFreqs freqs = select_rope_freqs(o.strategy, rc.r, c, rc.two_norm ? &calib.pair_norms : nullptr);

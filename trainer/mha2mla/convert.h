@@ -44,6 +44,11 @@ struct ConvertOptions {
   // true (both code generations, what produced the paper's tables): kv_a_proj = V_D^T with
   // orthonormal rows, up = U_D Sigma_D. false (the paper's text): Sigma_D^(1/2) on each side.
   bool sigma_in_up = true;
+  // With a calibration text: factorize with both initialisations, so that the report sets their
+  // energies on the activations side by side (issue 17's tables). It costs the unchosen
+  // factorization and the energy products per layer: seconds for SmolLM2, several minutes per
+  // layer at Llama-2-7B's width. false: only the chosen one, and only the moments it needs.
+  bool compare_inits = true;
   // The text for strategy two_norm and init pca. Given with init svd, it only adds the
   // activation energies to the report (the weights are those without it).
   CalibrationOptions calibration;

@@ -17,6 +17,7 @@ struct ResolvedConversion {
   int64_t r = 0, d_kv = 0, D = 0;  // kept RoPE pairs, latent rank per KV head, latent width
   bool two_norm = false;           // the 2-norm strategy (needs the calibration's pair norms)
   bool calibrate = false;          // a calibration text is run (2-norm, pca, or the report's energies)
+  bool moments = false;            // it collects the attention-input moments (pca, or compare_inits)
 };
 
 // Every refusal of convert_to_mla that needs only the config and the options (origin names the

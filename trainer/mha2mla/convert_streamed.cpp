@@ -42,7 +42,7 @@ ModelConfig convert_to_mla_streamed(const Checkpoint& src, const std::string& ou
     store.check_finite("model.embed_tokens.weight");
     calib = std::make_unique<LayerwiseCalibration>(c, store, tok, conversion_calibration_options(o, rc),
                                                    o.backend ? *o.backend : cpu_backend(),
-                                                   CalibrationNeeds{.pair_norms = rc.two_norm, .input_moments = true});
+                                                   CalibrationNeeds{.pair_norms = rc.two_norm, .input_moments = rc.moments});
   }
   // 2-norm picks each layer's pairs after that layer's calibration; until then the shapes (all
   // the writer needs up front) come from any valid choice.
@@ -95,13 +95,13 @@ ModelConfig convert_to_mla_streamed(const Checkpoint& src, const std::string& ou
       MatrixD moment;
       if (calib) {
         LATTE_ASSERT(calib->run_next_layer() == layer);
-        moment = calib->second_moment();
+        if (rc.moments) moment = calib->second_moment();
         if (rc.two_norm) {
           const PairNorms norms = calib->pair_norms();
           freqs[size_t(layer)] = select_rope_freqs(o.strategy, rc.r, c, &norms)[size_t(layer)];
         }
       }
-      cur = convert_layer(c, store, layer, freqs[size_t(layer)], calib ? &moment : nullptr, o, rc);
+      cur = convert_layer(c, store, layer, freqs[size_t(layer)], rc.moments ? &moment : nullptr, o, rc);
       add_to_report(rep, cur);
       if (cur.key_scale) key_scales.push_back(*cur.key_scale);
     }

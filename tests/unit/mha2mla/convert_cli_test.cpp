@@ -104,6 +104,49 @@ TEST(ConvertCli, BpeTokenizerIsWrittenAsTokenizerJson) {
   EXPECT_EQ(mla.tokenizer->vocab_size(), 49152);
 }
 
+// A sharded bf16 folder is converted layer by layer: per-layer progress on stderr, sharded output
+// with an index, copied tensors still bf16, computed factors f32, the tokenizer beside it; --dtype
+// f32 gives the same values all in f32.
+TEST(ConvertCli, ShardedFolderIsConvertedLayerByLayer) {
+  ScratchDir dir;
+  {
+    std::ofstream cfg(dir / "config.json");
+    cfg << R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 96,
+              "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
+              "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+              "tie_word_embeddings": false})";
+  }
+  const CliRun made = run("make-model -q --config " + (dir / "config.json") + " -o " + (dir / "src") +
+                          " --max-shard-gib 0.00003");
+  ASSERT_EQ(made.code, 0) << made.err;
+  ASSERT_TRUE(file_exists(dir / "src/model.safetensors.index.json"));
+  const CliRun r = run("convert --model " + (dir / "src") + " --out " + (dir / "mla") +
+                       " --rope-strategy uniform --shard-size 0.00002");
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* s : {"layer 1/3 converted", "layer 3/3 converted", "ETA", "resident"})
+    EXPECT_NE(r.err.find(s), std::string::npos) << s << " not in\n" << r.err;
+  for (const char* s : {"model-*-of-*.safetensors + index", "source dtypes, factors f32", "tokenizer",
+                        "peak resident memory"})
+    EXPECT_NE(r.out.find(s), std::string::npos) << s << " not in\n" << r.out;
+  EXPECT_TRUE(file_exists(dir / "mla/model.safetensors.index.json"));
+  EXPECT_TRUE(file_exists(dir / "mla/tokenizer.bin"));
+  const Checkpoint mla = load_checkpoint(dir / "mla");
+  EXPECT_EQ(mla.tensors.get("model.embed_tokens.weight").dtype(), DType::bf16);
+  EXPECT_EQ(mla.tensors.get("model.layers.2.self_attn.q_proj.weight").dtype(), DType::bf16);
+  EXPECT_EQ(mla.tensors.get("model.layers.2.self_attn.kv_a_proj.weight").dtype(), DType::f32);
+
+  const CliRun f = run("convert -q --model " + (dir / "src") + " --out " + (dir / "mla32") +
+                       " --rope-strategy uniform --dtype f32 --shard-size 0");
+  ASSERT_EQ(f.code, 0) << f.err;
+  EXPECT_TRUE(f.err.empty()) << f.err;  // -q: no progress
+  EXPECT_TRUE(file_exists(dir / "mla32/model.safetensors"));
+  const Checkpoint all_f32 = load_checkpoint(dir / "mla32");
+  for (const auto& [name, e] : all_f32.tensors.entries()) {
+    EXPECT_EQ(e.tensor.dtype(), DType::f32) << name;
+    EXPECT_EQ(e.tensor.to_vector(), mla.tensors.get(name).to_vector()) << name;
+  }
+}
+
 TEST(ConvertCli, HelpListsTheOptions) {
   const CliRun r = run("convert --help");
   EXPECT_EQ(r.code, 0);

@@ -152,6 +152,25 @@ TEST(ConvertStreamed, ByteIdenticalToInMemoryWithTwoNormCalibration) {
   EXPECT_TRUE(other_than_high);
 }
 
+TEST(ConvertStreamed, WithoutTheInitComparisonTheWeightsAreTheSame) {
+  // compare_inits only adds report rows: the weights must not depend on it.
+  TempDir tmp;
+  const std::string src = write_source(tmp, DType::bf16);
+  ConvertOptions co = options(RopeStrategy::two_norm, LatentInit::svd, write_calibration_text(tmp), "src");
+  co.compare_inits = false;
+  expect_byte_identical(src, co, tmp, "lean");
+  co.compare_inits = true;
+  expect_byte_identical(src, co, tmp, "full");
+  ASSERT_EQ(names_in(tmp / "streamed_lean"), names_in(tmp / "streamed_full"));
+  for (const std::string& f : names_in(tmp / "streamed_full"))
+    EXPECT_TRUE(file_bytes(tmp / ("streamed_lean/" + f)) == file_bytes(tmp / ("streamed_full/" + f))) << f;
+  ConversionReport lean;
+  co.compare_inits = false;
+  convert_to_mla(load_checkpoint(src), co, &lean);
+  EXPECT_TRUE(lean.activation_energy.empty());
+  EXPECT_EQ(lean.energy_kept.size(), 3u);
+}
+
 TEST(ConvertStreamed, ByteIdenticalToInMemoryWithPcaInit) {
   TempDir tmp;
   const std::string src = write_source(tmp, DType::f32);
