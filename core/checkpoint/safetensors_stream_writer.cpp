@@ -1,5 +1,9 @@
 #include "core/checkpoint/safetensors_stream_writer.h"
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -37,16 +41,32 @@ std::string shard_file_name(size_t i, size_t n) {
   return buf;
 }
 
+bool is_weight_file_name(const std::string& name) {
+  return name == "model.safetensors" || name == "model.safetensors.index.json" ||
+         (name.starts_with("model-") && name.ends_with(".safetensors") && name.find("-of-") != std::string::npos);
+}
+
+// "<weight file>.tmp.<pid>" (AtomicFile's temp name) of a process that no longer runs: what a
+// save killed mid-write leaves (a 4 GiB shard of a 7B conversion each time it is interrupted).
+// A live process's temp file is left alone: it may be a concurrent save of its own.
+bool is_orphaned_temp(const std::string& name) {
+  const size_t at = name.rfind(".tmp.");
+  if (at == std::string::npos || !is_weight_file_name(name.substr(0, at))) return false;
+  const std::string pid_text = name.substr(at + 5);
+  if (pid_text.empty() || pid_text.size() > 9 || pid_text.find_first_not_of("0123456789") != std::string::npos)
+    return false;
+  const pid_t pid = pid_t(std::stol(pid_text));
+  return pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH;
+}
+
 // model.safetensors, model-*-of-*.safetensors and the index left by an earlier save that this
-// one did not rewrite; the loader would otherwise pick up a stale single file over new shards.
+// one did not rewrite (the loader would otherwise pick up a stale single file over new shards),
+// and the temp files of saves that were killed.
 void remove_stale_weights(const std::string& dir, const std::set<std::string>& written) {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    const bool ours = name == "model.safetensors" || name == "model.safetensors.index.json" ||
-                      (name.starts_with("model-") && name.ends_with(".safetensors") &&
-                       name.find("-of-") != std::string::npos);
-    if (ours && !written.count(name)) fs::remove(entry.path(), ec);
+    if ((is_weight_file_name(name) && !written.count(name)) || is_orphaned_temp(name)) fs::remove(entry.path(), ec);
   }
 }
 

@@ -2,6 +2,10 @@
 // save, they refuse tensors out of plan, and nothing appears until a file is complete.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "core/base/file_io.h"
@@ -70,6 +74,38 @@ TEST(SafetensorsStream, AnUnfinishedSaveLeavesNoWeightFile) {
   EXPECT_FALSE(file_exists(dir / "config.json"));
   for (const std::string& f : weight_files(dir.str())) EXPECT_EQ(f.find(".tmp."), std::string::npos) << f;
   EXPECT_THROW(load_safetensors_dir(dir.str()), Error);
+}
+
+// A save killed mid-write (SIGKILL: no destructor runs) leaves "<shard>.tmp.<pid>"; the next save
+// into the folder removes it once that process is gone, and leaves a live process's temp file and
+// files that are not its own alone.
+TEST(SafetensorsStream, ASaveRemovesTheTempFilesOfKilledSaves) {
+  ScratchDir dir;
+  Checkpoint src = load_llama2c(stories_path());
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    AtomicFile f(dir / "model-00001-of-00002.safetensors");
+    f.write("partial", 7);
+    ::raise(SIGKILL);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  const std::string orphan = "model-00001-of-00002.safetensors.tmp." + std::to_string(child);
+  ASSERT_TRUE(file_exists(dir / orphan));
+  const std::string live = "model.safetensors.tmp.1";  // pid 1 runs as long as the machine does
+  const std::string not_ours = "notes.txt.tmp.999999999";
+  atomic_write_string(dir / live, "x");
+  atomic_write_string(dir / not_ours, "x");
+
+  SafetensorsDirWriter w(dir.str(), model_write_plan(src.config), DType::f32, 0);
+  for (const PlannedTensor& t : model_write_plan(src.config)) w.write(t.name, src.tensors.get(t.name));
+  w.finish(src.config);
+  EXPECT_FALSE(file_exists(dir / orphan));
+  EXPECT_TRUE(file_exists(dir / live));
+  EXPECT_TRUE(file_exists(dir / not_ours));
+  EXPECT_NO_THROW(load_safetensors_dir(dir.str()));
 }
 
 TEST(AtomicFile, AppearsOnlyOnCommit) {
