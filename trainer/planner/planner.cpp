@@ -144,12 +144,21 @@ Plan make_plan(const PlanRequest& r) {
   p.gradients = p.params_local * int64_t(dtype_size(r.grad_dtype));
   const int64_t opt_bytes_per_param = r.weight_dtype == DType::f32 ? 8 : 12;
   const int64_t opt_params = r.zero1 ? (p.params_local + r.dp - 1) / r.dp : p.params_local;
+  const int64_t grad_bytes = int64_t(dtype_size(r.grad_dtype)), weight_bytes = int64_t(dtype_size(r.weight_dtype));
   p.optimizer = opt_params * opt_bytes_per_param;
+  if (r.zero1) {
+    // AdamW (trainer/optim/adamw.cpp) with ZeRO-1: the owned chunk's reduced gradient, kept; the
+    // flat gradient buffer of reduce_and_clip, then step()'s all-gather buffer and its own chunk.
+    const int64_t padded = opt_params * r.dp;
+    p.optimizer += opt_params * grad_bytes;
+    const int64_t gathered = padded * weight_bytes + (r.dp > 1 ? opt_params * weight_bytes : 0);
+    p.optimizer_step = std::max(padded * grad_bytes, gathered);
+  }
   p.activation_list = activation_tensors(c, p.layout, B, T, r.compute_dtype, r.recompute);
   p.workspace_list = workspace_tensors(c, p.layout, B, T, r.compute_dtype, r.grad_dtype);
   p.activations = total_bytes(p.activation_list);
   p.workspace = total_bytes(p.workspace_list);
-  p.total = p.weights + p.gradients + p.optimizer + p.activations + p.workspace;
+  p.total = p.weights + p.gradients + p.optimizer + p.activations + p.workspace + p.optimizer_step;
 
   p.req.kv_context = r.kv_context > 0 ? r.kv_context : T;
   p.req.kv_batch = r.kv_batch > 0 ? r.kv_batch : B;
@@ -324,9 +333,15 @@ std::string memory_limit_problem(const Plan& p, int64_t limit) {
   if (p.total <= limit) return "";
   const PlanRequest& q = p.req;
   std::vector<std::string> hints;
-  if (!q.zero1 && q.dp > 1) hints.push_back("--zero1");
+  if (!q.zero1 && q.dp > 1) {
+    // Only where it shrinks the plan: its reduced chunk and step buffers cost 4 + 8/DP B per
+    // parameter in f32, at least the 8 (1 - 1/DP) it saves up to DP 4.
+    PlanRequest z = q;
+    z.zero1 = true;
+    if (make_plan(z).total < p.total) hints.push_back("--zero1");
+  }
   // Weights, gradients and Adam alone over the limit: fewer activations cannot help.
-  const bool state_fits = p.weights + p.gradients + p.optimizer <= limit;
+  const bool state_fits = p.weights + p.gradients + p.optimizer + p.optimizer_step <= limit;
   if (state_fits && !q.recompute) hints.push_back("--recompute");
   if (larger_tp_exists(p)) hints.push_back("a larger --tp");
   if (state_fits && (q.micro_batch > 1 || q.seq > 1)) hints.push_back("a smaller --micro-batch/--seq");
@@ -339,7 +354,8 @@ std::string memory_limit_problem(const Plan& p, int64_t limit) {
                  q.zero1 ? "on" : "off", ", --recompute ", q.recompute ? "on" : "off", ", --micro-batch ",
                  q.micro_batch, ", --seq ", q.seq, " (weights ", human_bytes(p.weights), ", grads ",
                  human_bytes(p.gradients), ", optimizer ", human_bytes(p.optimizer), ", activations ",
-                 human_bytes(p.activations), ", workspace ", human_bytes(p.workspace), "); try ", hint);
+                 human_bytes(p.activations), ", workspace ", human_bytes(p.workspace),
+                 q.zero1 ? ", ZeRO-1 step buffers " + human_bytes(p.optimizer_step) : std::string(), "); try ", hint);
 }
 
 std::vector<TpOption> tp_options(const ModelConfig& c, int64_t gpus) {
@@ -375,7 +391,7 @@ std::string format_table(const PlanReport& r) {
     out += str_cat("training: seq ", q.seq, ", micro-batch ", q.micro_batch, " per GPU, weights ",
                    dtype_name(q.weight_dtype), ", activations ", dtype_name(q.compute_dtype), ", grads ",
                    dtype_name(q.grad_dtype), ", Adam ", q.weight_dtype == DType::f32 ? 8 : 12, " B/param",
-                   q.zero1 ? " sharded over DP (ZeRO-1)" : " (no ZeRO)",
+                   q.zero1 ? " sharded over DP (ZeRO-1, with the owned chunk's reduced gradient)" : " (no ZeRO)",
                    q.recompute ? ", per-layer recomputation" : ", no recomputation", "\n");
     char buf[256];
     std::snprintf(buf, sizeof buf, "throughput: %.0f%% MFU of %.0f TFLOP/s per GPU; %.4g model FLOPs/token",
@@ -390,7 +406,8 @@ std::string format_table(const PlanReport& r) {
     const std::string kv_col = str_cat("KV ", q.kv_context, "x", q.kv_batch);
     out += "\n";
     out += str_cat(pad("TP", 4), pad("DP", 5), pad("weights", 9), pad("grads", 8), pad("optim", 8), pad("activ", 8),
-                   pad("wkspace", 9), pad("total", 8), "  ", std::string("verdict      "), pad("KV/token", 10),
+                   pad("wkspace", 9), pad("ostep", 8), pad("total", 8), "  ", std::string("verdict      "),
+                   pad("KV/token", 10),
                    pad(kv_col, std::max<size_t>(kv_col.size() + 2, 12)), pad("tok/s", 12), pad("step s", 9), "\n");
     for (const Plan& p : r.plans) {
       std::snprintf(buf, sizeof buf, "%.1fKiB", double(p.kv_bytes_per_token) / 1024.0);
@@ -403,12 +420,13 @@ std::string format_table(const PlanReport& r) {
       const bool over = r.max_memory > 0 && p.total > r.max_memory;
       out += str_cat(pad(std::to_string(p.req.tp), 4), pad(std::to_string(p.req.dp), 5), pad(gib(p.weights), 9),
                      pad(gib(p.gradients), 8), pad(gib(p.optimizer), 8), pad(gib(p.activations), 8),
-                     pad(gib(p.workspace), 9), pad(gib(p.total), 8), "  ",
+                     pad(gib(p.workspace), 9), pad(gib(p.optimizer_step), 8), pad(gib(p.total), 8), "  ",
                      over ? "OVER LIMIT   " : fits ? "FITS         " : "DOES NOT FIT ",
                      pad(kvt, 10), pad(gib(p.kv_cache), std::max<size_t>(kv_col.size() + 2, 12)), pad(tps, 12),
                      pad(step, 9), "\n");
     }
-    out += str_cat("\nmemory in GiB (2^30 B) per GPU; total = weights + grads + optim + activ + wkspace, ",
+    out += str_cat("\nmemory in GiB (2^30 B) per GPU; total = weights + grads + optim + activ + wkspace + ostep ",
+                   "(ZeRO-1's optimizer-step buffers: the flat gradient, the all-gather), ",
                    "compared with ",
                    gib(r.gpu_mem), " GiB (no allowance for the CUDA context or fragmentation)",
                    r.max_memory > 0 ? str_cat("; OVER LIMIT: over --max-memory ", human_bytes(r.max_memory)) : "",
@@ -464,7 +482,8 @@ std::string format_json(const PlanReport& r) {
     e["params_local"] = p.params_local;
     e["params_replicated"] = p.params_replicated;
     e["bytes"] = {{"weights", p.weights},         {"gradients", p.gradients}, {"optimizer", p.optimizer},
-                  {"activations", p.activations}, {"workspace", p.workspace}, {"total", p.total}};
+                  {"activations", p.activations}, {"workspace", p.workspace},
+                  {"optimizer_step", p.optimizer_step}, {"total", p.total}};
     e["fits"] = p.total <= r.gpu_mem;
     if (r.max_memory > 0) {
       e["within_max_memory"] = p.total <= r.max_memory;

@@ -8,7 +8,17 @@
 //   gradients    one gradient per local parameter, in the gradient dtype (not sharded: ZeRO-1).
 //   optimizer    Adam: f32 m and v (8 B/param) plus an f32 master copy (4 B/param) when the
 //                weights are bf16/f16 = 12 B/param; f32 weights are their own master (8 B/param).
-//                ZeRO-1 shards it over DP: ceil(local params / DP) per rank.
+//                ZeRO-1 shards it over DP: ceil(local params / DP) per rank, and adds the reduced
+//                gradient of that chunk (AdamW's reduce-scatter target, kept between steps) in the
+//                gradient dtype: (8 + 4) B per owned parameter in f32.
+//   optimizer_step  ZeRO-1 only: what AdamW allocates for the step itself (trainer/optim/adamw.cpp),
+//                the larger of the flat copy of every local gradient that reduce_and_clip
+//                reduce-scatters (padded local params, gradient dtype) and step()'s all-gather
+//                buffer of the updated parameters (padded local params, weight dtype) plus this
+//                rank's chunk copied out of it when DP > 1. Transient, but counted on top of the
+//                activations: measured (README, "Planning big runs") the CPU trainer's peak is
+//                exactly the sum, because the layer activations freed before the step are small
+//                allocations that stay in malloc's heap. In f32: 4 + 4/DP B per local parameter.
 //   activations  exactly the tensors Transformer::forward_train keeps in Activations
 //                (core/model/transformer.h), with this rank's shapes: local query/KV heads, local
 //                MLP width, local vocabulary; plus the three int32 index vectors (tokens,
@@ -22,7 +32,11 @@
 //
 // Not counted: the CUDA context and allocator fragmentation, communication buffers (all-reduces
 // run in place), per-thread kernel scratch of O(sequence) floats, and the forward-pass
-// temporaries (always smaller than the backward peak they precede).
+// temporaries (always smaller than the backward peak they precede). In particular not the MPI
+// library's own buffers for ZeRO-1's reduce-scatter: OpenMPI 4.1.4's MPI_Reduce_scatter_block
+// holds more copies of the flat gradient, measured 1.0x (DP 2) and 2.0x (DP 4) of it on DP rank 0
+// only and about 1.5x on every rank at DP 8 (README, "Planning big runs"). Nor the constant ~55 MiB
+// per rank the DP all-reduces add under MPI.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -102,7 +116,8 @@ struct Plan {
   TpLayout layout;  // rank 0's (every rank has the same sizes)
   int64_t params_total = 0, params_local = 0, params_replicated = 0;
   int64_t weights = 0, gradients = 0, optimizer = 0, activations = 0, workspace = 0;
-  int64_t total = 0;  // training, per GPU: the five terms above
+  int64_t optimizer_step = 0;  // ZeRO-1's step buffers (0 without ZeRO-1)
+  int64_t total = 0;  // training, per GPU: the six terms above
   std::vector<TensorBytes> activation_list, workspace_list;
   int64_t kv_bytes_per_token = 0, kv_cache = 0;  // inference, per GPU (kv_context x kv_batch)
   Flops flops;
@@ -137,8 +152,10 @@ PlanRequest train_request(const ModelConfig& c, int64_t tp, int64_t dp, int64_t 
                           bool zero1, bool recompute);
 
 // Empty when p.total <= limit bytes; otherwise one line naming the planned bytes per rank (and the
-// five terms), the limit, the layout (TP, DP, ZeRO-1, recomputation, micro-batch, seq) and the flags
-// that would shrink it (those not already used). latte train fails with it before loading; latte
+// terms: five, and ZeRO-1's step buffers when on), the limit, the layout (TP, DP, ZeRO-1,
+// recomputation, micro-batch, seq) and the flags that would shrink it (those not already used;
+// --zero1 only where its plan is smaller: with its step buffers ZeRO-1 costs more than it saves
+// at DP 2 and breaks even at DP 4 in f32). latte train fails with it before loading; latte
 // plan marks the layout with it.
 std::string memory_limit_problem(const Plan& p, int64_t limit);
 

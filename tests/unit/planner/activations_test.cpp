@@ -207,7 +207,8 @@ TEST(PlannerActivations, PlanTotalIsTheSumOfItsTerms) {
   Plan p = make_plan(r);
   EXPECT_EQ(p.activations, total_bytes(p.activation_list));
   EXPECT_EQ(p.workspace, total_bytes(p.workspace_list));
-  EXPECT_EQ(p.total, p.weights + p.gradients + p.optimizer + p.activations + p.workspace);
+  EXPECT_GT(p.optimizer_step, 0);
+  EXPECT_EQ(p.total, p.weights + p.gradients + p.optimizer + p.activations + p.workspace + p.optimizer_step);
 }
 
 }  // namespace

@@ -158,7 +158,8 @@ TEST(PlannerCli, TableJsonAndOneLineErrors) {
   EXPECT_EQ(doc["plans"][0]["tp"], 1);
   EXPECT_EQ(doc["plans"][0]["dp"], 8);
   EXPECT_EQ(doc["plans"][0]["bytes"]["weights"], 13'476'831'232);
-  EXPECT_EQ(doc["plans"][0]["bytes"]["optimizer"], 10'107'623'424);
+  EXPECT_EQ(doc["plans"][0]["bytes"]["optimizer"], 13'476'831'232);
+  EXPECT_EQ(doc["plans"][0]["bytes"]["optimizer_step"], 26'953'662'464);
   EXPECT_EQ(doc["plans"][2]["bytes"]["weights"], 3'369'607'168);
 
   CliRun mla = run_latte("plan --preset smollm-135m --gpus 1 --seq 2048 --mla-d-kv 8 --rope-pairs 4 --json");

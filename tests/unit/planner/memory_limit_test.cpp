@@ -57,11 +57,19 @@ TEST(PlannerMaxMemory, TrainRequestIsTheCpuTrainersF32Layout) {
   EXPECT_EQ(r.weight_dtype, DType::f32);
   EXPECT_EQ(r.compute_dtype, DType::f32);
   EXPECT_EQ(r.grad_dtype, DType::f32);
-  // f32 weights are their own master copy: Adam is 8 B/param, sharded over DP by ZeRO-1.
+  // f32 weights are their own master copy: Adam is 8 B/param, sharded over DP by ZeRO-1, which
+  // keeps the owned chunk's reduced f32 gradient as well (4 B/param) and, for the step, a flat f32
+  // copy of every local gradient, then an all-gather buffer of the padded parameters plus its own
+  // chunk (trainer/optim/adamw.cpp).
   const Plan p = make_plan(r);
+  const int64_t chunk = (p.params_local + 2) / 3;
   EXPECT_EQ(p.weights, 4 * p.params_local);
   EXPECT_EQ(p.gradients, 4 * p.params_local);
-  EXPECT_EQ(p.optimizer, 8 * ((p.params_local + 2) / 3));
+  EXPECT_EQ(p.optimizer, (8 + 4) * chunk);
+  EXPECT_EQ(p.optimizer_step, 4 * 3 * chunk + 4 * chunk);
+  const Plan q = make_plan(train_request(stories260k(), 2, 3, 4, 64, false, false));
+  EXPECT_EQ(q.optimizer, 8 * q.params_local);
+  EXPECT_EQ(q.optimizer_step, 0);
 }
 
 TEST(PlannerMaxMemory, TpThatTheTrainerCannotUseIsRefused) {
@@ -114,17 +122,28 @@ TEST(PlannerMaxMemory, RefusalNamesPlanLimitLayoutAndHints) {
         std::string("for TP 1, DP 2, --zero1 off, --recompute off, --micro-batch 2, --seq 64"),
         "weights " + human_bytes(p.weights), "activations " + human_bytes(p.activations),
         // The model state (weights + grads + Adam of 260K f32 parameters, about 4 MiB) is already over
-        // 1 MiB: recomputation or a smaller batch cannot help, ZeRO-1 and TP can.
-        std::string("; try --zero1 or a larger --tp")})
+        // 1 MiB: recomputation or a smaller batch cannot help, TP can. ZeRO-1 cannot at DP 2: its
+        // reduced chunk and step buffers (4 + 8/DP B/param) outweigh the 4 B of Adam it saves.
+        std::string("; try a larger --tp")})
     EXPECT_NE(m.find(part), std::string::npos) << "missing \"" << part << "\" in\n" << m;
   EXPECT_EQ(m.find("--recompute,"), std::string::npos) << m;
+  EXPECT_EQ(m.find("--zero1,"), std::string::npos) << m;
+  EXPECT_EQ(m.find("ZeRO-1 step buffers"), std::string::npos) << m;
 
   // A limit the model state fits in, activations not: every remedy that applies, in order.
   const int64_t state = p.weights + p.gradients + p.optimizer;
   ASSERT_LT(state, p.total);
   const std::string n = memory_limit_problem(p, state);
-  EXPECT_NE(n.find("; try --zero1, --recompute, a larger --tp or a smaller --micro-batch/--seq"), std::string::npos)
-      << n;
+  EXPECT_NE(n.find("; try --recompute, a larger --tp or a smaller --micro-batch/--seq"), std::string::npos) << n;
+  // At DP 8 ZeRO-1 shrinks the plan (6 B/param against 8) and is suggested first.
+  const Plan d8 = make_plan(train_request(stories260k(), 1, 8, 2, 64, false, false));
+  const std::string e = memory_limit_problem(d8, d8.weights + d8.gradients + d8.optimizer);
+  EXPECT_NE(e.find("; try --zero1, --recompute, a larger --tp or a smaller --micro-batch/--seq"), std::string::npos)
+      << e;
+  // With ZeRO-1 on, the refusal names its step buffers.
+  const Plan z8 = make_plan(train_request(stories260k(), 1, 8, 2, 64, true, false));
+  EXPECT_NE(memory_limit_problem(z8, kMiB).find(", ZeRO-1 step buffers " + human_bytes(z8.optimizer_step) + ")"),
+            std::string::npos);
   // Already using them: ZeRO-1 and recomputation are not suggested again; the largest trainable
   // TP (4, the KV heads) leaves nothing but more memory.
   const Plan q = make_plan(train_request(stories260k(), 4, 2, 1, 1, true, true));
@@ -140,7 +159,7 @@ TEST(PlannerMaxMemory, SevenBillionInF32NeedsShardingNotRecomputation) {
   EXPECT_EQ(p.weights + p.gradients + p.optimizer, 107'814'649'856);
   const std::string m = memory_limit_problem(p, parse_max_memory("80"));
   EXPECT_NE(m.find("exceeds --max-memory 80.00 GiB (85,899,345,920 bytes) for TP 1, DP 2"), std::string::npos) << m;
-  EXPECT_NE(m.find("; try --zero1 or a larger --tp"), std::string::npos) << m;
+  EXPECT_NE(m.find("; try a larger --tp"), std::string::npos) << m;  // ZeRO-1 at DP 2 would add, not save
   // ZeRO-1 over 8 and TP 8: 1/8 of the model state per rank fits.
   const Plan s = make_plan(train_request(preset("llama2-7b"), 8, 8, 1, 4096, true, false));
   EXPECT_EQ(memory_limit_problem(s, parse_max_memory("80")), "");

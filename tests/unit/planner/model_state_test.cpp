@@ -68,18 +68,60 @@ TEST(PlannerModelState, Llama2_7bWeightsPerTpRank) {
 
 // Adam at DP 8, TP 1, bf16 weights: f32 master + m + v = 12 B/param.
 //   no ZeRO: 12 * 6,738,415,616           = 80,860,987,392 B (75.3 GiB: no 80 GB GPU holds it)
-//   ZeRO-1:  12 * (6,738,415,616 / 8 = 842,301,952) = 10,107,623,424 B
-// f32 weights are their own master copy: 8 B/param (m, v).
+//   ZeRO-1:  12 * (6,738,415,616 / 8 = 842,301,952) = 10,107,623,424 B of Adam state, plus the
+//            owned chunk's reduced gradient (AdamW's reduce-scatter target, f32 gradients):
+//            4 * 842,301,952 = 3,369,207,808; together 16 * 842,301,952 = 13,476,831,232 B
+// f32 weights are their own master copy: 8 B/param (m, v), with ZeRO-1 8 + 4 per owned param.
 TEST(PlannerModelState, Llama2_7bAdamStateWithAndWithoutZero1) {
   const ModelConfig c = preset("llama2-7b");
   EXPECT_EQ(plan(c, 1, 8, false).optimizer, 80'860'987'392);
-  EXPECT_EQ(plan(c, 1, 8, true).optimizer, 10'107'623'424);
+  EXPECT_EQ(plan(c, 1, 8, true).optimizer, 13'476'831'232);
   EXPECT_EQ(plan(c, 1, 8, false, DType::f32).optimizer, 8 * 6'738'415'616);
-  EXPECT_EQ(plan(c, 1, 8, true, DType::f32).optimizer, int64_t(8) * 842'301'952);
-  // TP 2 x DP 4, ZeRO-1: 12 * 3,369,340,928 / 4 = 12 * 842,335,232 = 10,108,022,784.
-  EXPECT_EQ(plan(c, 2, 4, true).optimizer, 10'108'022'784);
+  EXPECT_EQ(plan(c, 1, 8, true, DType::f32).optimizer, int64_t(12) * 842'301'952);
+  // TP 2 x DP 4, ZeRO-1: 16 * 3,369,340,928 / 4 = 16 * 842,335,232 = 13,477,363,712.
+  EXPECT_EQ(plan(c, 2, 4, true).optimizer, 13'477'363'712);
   // Uneven shards round up: 7 DP ranks, 6,738,415,616 / 7 = 962,630,802.3 -> 962,630,803.
-  EXPECT_EQ(plan(c, 1, 7, true).optimizer, int64_t(12) * 962'630'803);
+  EXPECT_EQ(plan(c, 1, 7, true).optimizer, int64_t(16) * 962'630'803);
+}
+
+// ZeRO-1's optimizer-step buffers (trainer/optim/adamw.cpp), TP 1 x DP 8, 6,738,415,616 params,
+// padded to 8 * 842,301,952 (no padding needed):
+//   reduce_and_clip's flat gradient, f32:             4 * 6,738,415,616 = 26,953,662,464
+//   step()'s all-gather buffer + own chunk, bf16:     2 * 6,738,415,616 + 2 * 842,301,952
+//                                                     = 13,476,831,232 + 1,684,603,904 = 15,161,435,136
+//   -> the larger, 26,953,662,464 B (25.1 GiB).
+//   f32 weights: 26,953,662,464 + 4 * 842,301,952 = 30,322,870,272 B.
+// Without ZeRO-1 the optimizer updates in place: nothing.
+TEST(PlannerModelState, Llama2_7bZero1StepBuffers) {
+  const ModelConfig c = preset("llama2-7b");
+  EXPECT_EQ(plan(c, 1, 8, false).optimizer_step, 0);
+  EXPECT_EQ(plan(c, 1, 8, true).optimizer_step, 26'953'662'464);
+  EXPECT_EQ(plan(c, 1, 8, true, DType::f32).optimizer_step, 30'322'870'272);
+  // DP 7 pads the flat buffer to 7 * 962,630,803 = 6,738,415,621: f32 flat 26,953,662,484 against
+  // bf16 all-gather 2 * 6,738,415,621 + 2 * 962,630,803 = 15,402,092,848.
+  EXPECT_EQ(plan(c, 1, 7, true).optimizer_step, 26'953'662'484);
+  // DP 1 (one rank, --zero1): the flat gradient or the all-gather buffer, no chunk copied out.
+  EXPECT_EQ(plan(c, 1, 1, true, DType::f32).optimizer_step, 4 * 6'738'415'616);
+  // The total is the six terms.
+  const Plan p = plan(c, 1, 8, true);
+  EXPECT_EQ(p.total, p.weights + p.gradients + p.optimizer + p.activations + p.workspace + p.optimizer_step);
+}
+
+// In f32 (the CPU trainer) ZeRO-1 holds 12/DP B of Adam + reduced gradient and 4 + 4/DP B of step
+// buffers per parameter against Adam's 8 without it: 16/DP + 4, i.e. more at DP 2 (12), as much at
+// DP 4 (8), less from DP 8 (6). Measured on SmolLM2-135M's shape (README, "Planning big runs").
+TEST(PlannerModelState, Zero1InF32PaysOffFromDp8) {
+  const ModelConfig c = preset("llama2-7b");
+  auto state = [&](int64_t dp, bool zero1) {
+    const Plan p = plan(c, 8, dp, zero1, DType::f32);
+    return p.optimizer + p.optimizer_step;
+  };
+  const int64_t n = plan(c, 8, 1, false, DType::f32).params_local;
+  EXPECT_EQ(state(2, false), 8 * n);
+  EXPECT_GT(state(2, true), state(2, false));
+  EXPECT_NEAR(double(state(2, true)) / double(n), 12.0, 1e-6);
+  EXPECT_NEAR(double(state(4, true)) / double(n), 8.0, 1e-6);
+  EXPECT_NEAR(double(state(8, true)) / double(n), 6.0, 1e-6);
 }
 
 // Llama-2-13B: D 5120, 40 layers, 40 heads, 40 KV heads, FFN 13824, vocab 32000, untied.
@@ -89,6 +131,7 @@ TEST(PlannerModelState, Llama2_7bAdamStateWithAndWithoutZero1) {
 //   TP 2: 6,507,724,800 + 414,720 = 6,508,139,520 -> bf16 13,016,279,040 B
 //   TP 4: 3,253,862,400 + 414,720 = 3,254,277,120 -> bf16  6,508,554,240 B
 //   Adam DP 8, TP 1: 12 * 13,015,864,320 = 156,190,371,840;  ZeRO-1: 12 * 1,626,983,040 = 19,523,796,480
+//   of Adam + 4 * 1,626,983,040 of reduced gradient = 16 * 1,626,983,040 = 26,031,728,640
 TEST(PlannerModelState, Llama2_13b) {
   const ModelConfig c = preset("llama2-13b");
   EXPECT_EQ(c.parameter_count(), 13'015'864'320);
@@ -96,7 +139,7 @@ TEST(PlannerModelState, Llama2_13b) {
   EXPECT_EQ(plan(c, 2, 1, false).weights, 13'016'279'040);
   EXPECT_EQ(plan(c, 4, 1, false).weights, 6'508'554'240);
   EXPECT_EQ(plan(c, 1, 8, false).optimizer, 156'190'371'840);
-  EXPECT_EQ(plan(c, 1, 8, true).optimizer, 19'523'796'480);
+  EXPECT_EQ(plan(c, 1, 8, true).optimizer, 26'031'728'640);
 }
 
 // Llama-2-70B: D 8192, 80 layers, 64 heads, 8 KV heads (GQA, head_dim 128), FFN 28672, vocab 32000.
@@ -106,7 +149,8 @@ TEST(PlannerModelState, Llama2_13b) {
 //   TP 8 splits the 8 KV heads one per rank: k_proj/v_proj [128, 8192] on each rank, nothing shared.
 //   replicated: 161 * 8192 = 1,318,912;  split: 68,975,329,280 / 8 = 8,621,916,160
 //   TP 8 local: 8,623,235,072 params -> bf16 17,246,470,144 B; Adam TP 8 x DP 8 ZeRO-1:
-//   12 * 8,623,235,072 / 8 = 12 * 1,077,904,384 = 12,934,852,608 B.
+//   12 * 8,623,235,072 / 8 = 12 * 1,077,904,384 = 12,934,852,608 B, with the f32 reduced gradient
+//   chunk 16 * 1,077,904,384 = 17,246,470,144 B.
 TEST(PlannerModelState, Llama2_70bGqaAtTp8) {
   const ModelConfig c = preset("llama2-70b");
   EXPECT_EQ(c.parameter_count(), 68'976'648'192);
@@ -125,7 +169,7 @@ TEST(PlannerModelState, Llama2_70bGqaAtTp8) {
   Plan p = plan(c, 8, 8, true);
   EXPECT_EQ(p.params_local, 8'623'235'072);
   EXPECT_EQ(p.weights, 17'246'470'144);
-  EXPECT_EQ(p.optimizer, 12'934'852'608);
+  EXPECT_EQ(p.optimizer, 17'246'470'144);
   // KV cache per token per rank, bf16: 80 layers * 2 (k, v) * 1 head * 128 * 2 B = 40,960 B.
   EXPECT_EQ(p.kv_bytes_per_token, 40'960);
   // TP 16 would share KV heads between ranks, which the trainer refuses.
