@@ -32,11 +32,10 @@
 //
 // Not counted: the CUDA context and allocator fragmentation, communication buffers (all-reduces
 // run in place), per-thread kernel scratch of O(sequence) floats, and the forward-pass
-// temporaries (always smaller than the backward peak they precede). In particular not the MPI
-// library's own buffers for ZeRO-1's reduce-scatter: OpenMPI 4.1.4's MPI_Reduce_scatter_block
-// holds more copies of the flat gradient, measured 1.0x (DP 2) and 2.0x (DP 4) of it on DP rank 0
-// only and about 1.5x on every rank at DP 8 (README, "Planning big runs"). Nor the constant ~55 MiB
-// per rank the DP all-reduces add under MPI.
+// temporaries (always smaller than the backward peak they precede), nor the constant ~55 MiB per
+// rank the DP all-reduces add under MPI. (OpenMPI 4.1.4's MPI_Reduce_scatter_block held 1-2 more
+// copies of the flat gradient on DP rank 0; MpiCommunicator::reduce_scatter now reduces block by
+// block instead, so ZeRO-1 runs on MPI are within the plan: README, "Planning big runs".)
 #pragma once
 #include <cstdint>
 #include <string>
