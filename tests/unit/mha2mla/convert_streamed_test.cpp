@@ -16,6 +16,7 @@
 #include "core/checkpoint/random_model.h"
 #include "core/model/transformer.h"
 #include "core/tokenizer/tokenizer.h"
+#include "tests/unit/checkpoint/test_util.h"
 #include "trainer/mha2mla/convert.h"
 #include "trainer/mha2mla/convert_streamed.h"
 
@@ -24,18 +25,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/latte_streamed_XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& s) const { return (fs::path(path) / s).string(); }
-};
 
 // A GQA llama of 3 layers, bf16, in shards of at most 24 KiB (each layer spans several files).
 ModelConfig small_config() {
@@ -53,7 +42,7 @@ ModelConfig small_config() {
   return c;
 }
 
-std::string write_source(const TempDir& tmp, DType dtype) {
+std::string write_source(const ScratchDir& tmp, DType dtype) {
   const std::string dir = tmp / "src";
   RandomModelOptions o;
   o.seed = 7;
@@ -64,7 +53,7 @@ std::string write_source(const TempDir& tmp, DType dtype) {
   return dir;
 }
 
-std::string write_calibration_text(const TempDir& tmp) {
+std::string write_calibration_text(const ScratchDir& tmp) {
   const std::string path = tmp / "calib.txt";
   std::ofstream f(path);
   for (int i = 0; i < 40; ++i) f << "Once upon a time " << i << " a small model met a latent cache. ";
@@ -90,7 +79,7 @@ ConvertOptions options(RopeStrategy s, LatentInit init, const std::string& calib
 }
 
 // Streamed (f32) vs in-memory + export: every file the same bytes.
-void expect_byte_identical(const std::string& src_dir, const ConvertOptions& co, const TempDir& tmp,
+void expect_byte_identical(const std::string& src_dir, const ConvertOptions& co, const ScratchDir& tmp,
                            const std::string& tag) {
   const size_t shard = 16 << 10;
   Checkpoint mapped = load_checkpoint(src_dir, {.check_finite = false});
@@ -133,13 +122,13 @@ void expect_byte_identical(const std::string& src_dir, const ConvertOptions& co,
 }
 
 TEST(ConvertStreamed, ByteIdenticalToInMemoryWithoutCalibration) {
-  TempDir tmp;
+  ScratchDir tmp;
   const std::string src = write_source(tmp, DType::bf16);
   expect_byte_identical(src, options(RopeStrategy::uniform, LatentInit::svd, "", "src"), tmp, "uniform");
 }
 
 TEST(ConvertStreamed, ByteIdenticalToInMemoryWithTwoNormCalibration) {
-  TempDir tmp;
+  ScratchDir tmp;
   const std::string src = write_source(tmp, DType::bf16);
   expect_byte_identical(src, options(RopeStrategy::two_norm, LatentInit::svd, write_calibration_text(tmp), "src"), tmp,
                         "2norm");
@@ -154,7 +143,7 @@ TEST(ConvertStreamed, ByteIdenticalToInMemoryWithTwoNormCalibration) {
 
 TEST(ConvertStreamed, WithoutTheInitComparisonTheWeightsAreTheSame) {
   // compare_inits only adds report rows: the weights must not depend on it.
-  TempDir tmp;
+  ScratchDir tmp;
   const std::string src = write_source(tmp, DType::bf16);
   ConvertOptions co = options(RopeStrategy::two_norm, LatentInit::svd, write_calibration_text(tmp), "src");
   co.compare_inits = false;
@@ -172,14 +161,14 @@ TEST(ConvertStreamed, WithoutTheInitComparisonTheWeightsAreTheSame) {
 }
 
 TEST(ConvertStreamed, ByteIdenticalToInMemoryWithPcaInit) {
-  TempDir tmp;
+  ScratchDir tmp;
   const std::string src = write_source(tmp, DType::f32);
   expect_byte_identical(src, options(RopeStrategy::two_norm, LatentInit::pca, write_calibration_text(tmp), "src"), tmp,
                         "pca");
 }
 
 TEST(ConvertStreamed, KeepsCopiedTensorsInTheSourceDtype) {
-  TempDir tmp;
+  ScratchDir tmp;
   const std::string src = write_source(tmp, DType::bf16);
   const ConvertOptions co = options(RopeStrategy::uniform, LatentInit::svd, "", "src");
   StreamedConvertOptions so;
@@ -213,7 +202,7 @@ TEST(ConvertStreamed, KeepsCopiedTensorsInTheSourceDtype) {
 }
 
 TEST(ConvertStreamed, NanInALaterLayerLeavesNoWeights) {
-  TempDir tmp;
+  ScratchDir tmp;
   const std::string src = write_source(tmp, DType::f32);
   // Poison one element of layer 2's MLP in whichever shard holds it (f32: 0x7fc00000 is NaN).
   Checkpoint probe = load_checkpoint(src);
@@ -247,7 +236,7 @@ TEST(ConvertStreamed, NanInALaterLayerLeavesNoWeights) {
 }
 
 TEST(MappedFileRelease, PagesReadBackTheSameBytes) {
-  TempDir tmp;
+  ScratchDir tmp;
   const std::string path = tmp / "blob";
   std::string bytes(3 * 4096 + 123, '\0');
   for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = char(i * 131 % 251);
