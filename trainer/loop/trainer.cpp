@@ -204,17 +204,13 @@ TrainResult train(const TrainOptions& o, Communicator& world, Communicator& tp, 
     LATTE_REQUIRE(student.checkpoint.tokenizer->id() == shard.header().tokenizer_id, ErrorCode::invalid_argument,
                   "token shard ", o.data_path, " was made with tokenizer ", shard.header().tokenizer_id, ", the model's is ",
                   student.checkpoint.tokenizer->id());
-  LATTE_REQUIRE(o.seq <= c.max_seq_len, ErrorCode::invalid_argument, "--seq ", o.seq, " exceeds the model context of ",
-                c.max_seq_len);
 
   const int64_t val_tokens = o.val_tokens > 0 ? o.val_tokens : std::min<int64_t>(shard.size() / 10, 32768);
   BatchSampler sampler(shard, o.seq, val_tokens, dp.rank(), dp.size(), o.seed);
   std::unique_ptr<RankModel> teacher;
   if (!o.teacher_path.empty()) {
+    // check_run_layout has held its TP split and vocabulary against the student's.
     teacher = std::make_unique<RankModel>(load_rank_model(o.teacher_path, tp, backend));
-    LATTE_REQUIRE(teacher->model->config().vocab_size == c.vocab_size, ErrorCode::invalid_argument, "teacher ",
-                  o.teacher_path, " has a vocabulary of ", teacher->model->config().vocab_size, ", the student ",
-                  c.vocab_size);
   }
 
   // Parameters, their gradients, and the optimizer over them.

@@ -110,9 +110,6 @@ void gather_rows(Tensor& out, int64_t at, const Tensor& w, const std::vector<int
     std::memcpy(dst + size_t(at + int64_t(t)) * row_bytes, src + size_t(rows[t]) * row_bytes, row_bytes);
 }
 
-// f32 values of a weight for the factorization (any dtype, block formats dequantized).
-std::vector<float> weight_values(const Tensor& t) { return t.to_vector(); }
-
 // A weight in a dtype whose rows can be moved as bytes: itself (f32, bf16, f16), or f32 for a
 // block format (GGUF's q4_1 rows are not whole elements).
 Tensor element_weight(const Tensor& t) {
@@ -260,8 +257,9 @@ ConvertedLayer convert_layer(const ModelConfig& c, const TensorStore& src, int64
   const std::string p = str_cat("model.layers.", l, ".self_attn.");
   const Tensor wq = element_weight(src.get(p + "q_proj.weight", {c.q_dim(), c.dim}));
   const Tensor wk = element_weight(src.get(p + "k_proj.weight", {c.kv_dim(), c.dim}));
-  const std::vector<float> wk_values = weight_values(wk);
-  const std::vector<float> wv_values = weight_values(src.get(p + "v_proj.weight", {c.kv_dim(), c.dim}));
+  // f32 values for the factorization (any dtype; block formats dequantized).
+  const std::vector<float> wk_values = wk.to_vector();
+  const std::vector<float> wv_values = src.get(p + "v_proj.weight", {c.kv_dim(), c.dim}).to_vector();
 
   std::vector<HeadRows> heads;
   for (int64_t j = 0; j < n_kv; ++j) heads.push_back(head_rows(freqs[size_t(j)], c.rope_layout, hd));

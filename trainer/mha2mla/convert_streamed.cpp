@@ -2,7 +2,7 @@
 
 #include <chrono>
 #include <memory>
-#include <set>
+#include <cstring>
 
 #include "core/backend/registry.h"
 #include "core/checkpoint/safetensors_stream_writer.h"
@@ -12,8 +12,25 @@ namespace latte {
 
 namespace {
 
-bool is_attention_kv(const std::string& name) {
-  return name.ends_with(".self_attn.k_proj.weight") || name.ends_with(".self_attn.v_proj.weight");
+// The tensors convert_layer makes, by name suffix: which field holds it, the source tensor whose
+// rows it moves (computed factors: none, written f32).
+struct NewTensor {
+  const char* suffix;
+  Tensor ConvertedLayer::*field;
+  const char* rows_of;
+};
+constexpr NewTensor kNewTensors[] = {
+    {"self_attn.q_proj.weight", &ConvertedLayer::q, "self_attn.q_proj.weight"},
+    {"self_attn.k_rope_proj.weight", &ConvertedLayer::k_rope, "self_attn.k_proj.weight"},
+    {"self_attn.kv_a_proj.weight", &ConvertedLayer::kv_a, nullptr},
+    {"self_attn.k_b_proj.weight", &ConvertedLayer::k_b, nullptr},
+    {"self_attn.v_b_proj.weight", &ConvertedLayer::v_b, nullptr},
+};
+
+const NewTensor* new_tensor(const std::string& name) {
+  for (const NewTensor& t : kNewTensors)
+    if (name.ends_with(t.suffix)) return &t;
+  return nullptr;
 }
 
 // The source tensors of layer l (every "model.layers.<l>." name).
@@ -54,28 +71,18 @@ ModelConfig convert_to_mla_streamed(const Checkpoint& src, const std::string& ou
 
   const DType base = so.keep_source_dtype ? store.get("model.embed_tokens.weight").dtype() : DType::f32;
   const std::vector<ModelTensor> table = model_tensors(dst);
-  const std::set<std::string> computed_suffixes = {".self_attn.kv_a_proj.weight", ".self_attn.k_b_proj.weight",
-                                                   ".self_attn.v_b_proj.weight"};
-  auto is_computed = [&](const std::string& name) {
-    for (const std::string& s : computed_suffixes)
-      if (name.ends_with(s)) return true;
-    return false;
-  };
   std::vector<PlannedTensor> plan;
   for (const ModelTensor& t : table) {
-    PlannedTensor p{t.name, t.shape, std::nullopt};
-    if (!so.keep_source_dtype) {
-      p.dtype = DType::f32;
-    } else if (is_computed(t.name)) {
-      p.dtype = DType::f32;
-    } else {
-      // q_proj and k_rope_proj are rows of the source's q_proj / k_proj.
-      std::string from = t.name;
-      if (from.ends_with(".self_attn.k_rope_proj.weight"))
-        from = from.substr(0, from.size() - std::string("k_rope_proj.weight").size()) + "k_proj.weight";
+    PlannedTensor p{t.name, t.shape, DType::f32};
+    const NewTensor* made = new_tensor(t.name);
+    const bool computed = made && !made->rows_of;
+    if (so.keep_source_dtype && !computed) {
+      // Copied or row-permuted: the source's dtype, unless a block format (GGUF), which
+      // convert_layer widens to f32 too.
+      const std::string from =
+          made ? t.name.substr(0, t.name.size() - std::strlen(made->suffix)) + made->rows_of : t.name;
       const DType d = store.get(from).dtype();
-      // Block formats (GGUF) have no safetensors dtype; convert_layer widens them to f32 too.
-      p.dtype = d == DType::bf16 || d == DType::f16 ? d : DType::f32;
+      if (d == DType::bf16 || d == DType::f16) p.dtype = d;
     }
     plan.push_back(std::move(p));
   }
@@ -109,22 +116,12 @@ ModelConfig convert_to_mla_streamed(const Checkpoint& src, const std::string& ou
       release_layer(layer);
       layer = c.n_layers;  // past the last layer: nothing left to release
     }
-    const std::string& n = t.name;
-    if (n.ends_with(".self_attn.q_proj.weight")) {
-      writer.write(n, cur.q);
-    } else if (n.ends_with(".self_attn.k_rope_proj.weight")) {
-      writer.write(n, cur.k_rope);
-    } else if (n.ends_with(".self_attn.kv_a_proj.weight")) {
-      writer.write(n, cur.kv_a);
-    } else if (n.ends_with(".self_attn.k_b_proj.weight")) {
-      writer.write(n, cur.k_b);
-    } else if (n.ends_with(".self_attn.v_b_proj.weight")) {
-      writer.write(n, cur.v_b);
+    if (const NewTensor* made = new_tensor(t.name)) {
+      writer.write(t.name, cur.*(made->field));
     } else {
-      LATTE_ASSERT(!is_attention_kv(n));
-      if (t.layer < 0) store.check_finite(n);  // a layer's tensors were checked with the layer
-      writer.write(n, store.get(n, t.shape));
-      if (t.layer < 0) store.release_pages(n);
+      if (t.layer < 0) store.check_finite(t.name);  // a layer's tensors were checked with the layer
+      writer.write(t.name, store.get(t.name, t.shape));
+      if (t.layer < 0) store.release_pages(t.name);
     }
     if (so.progress && t.layer >= 0 && (&t == &table.back() || (&t + 1)->layer != t.layer))
       so.progress({.layers_done = t.layer + 1,
