@@ -151,13 +151,20 @@ for pid in $(pgrep -s "$group_pid"); do
   if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then rank1=$pid; fi
 done
 [ -n "$rank1" ] || fail "no rank 1 among the group's processes"
-# A stream as long as the context allows; rank 1 dies when its first piece arrives, so the group
-# dies mid-stream (hundreds of decode steps are still to come).
+# A stream as long as the context allows, with rank 1 frozen (SIGSTOP) before the call starts and
+# killed a second into it: the group can run no decode step without rank 1, so the call is in
+# flight on the group when it dies, however fast the model or slow the machine. (Killing it at the
+# first piece raced the server: under load stories260K finished all 400 tokens before that piece
+# reached the client.)
 client "$rank1" <<'EOF_PY' || fail "the stream during the kill"
-import os, signal, sys, grpc
+import os, signal, sys, threading, grpc
 from latte_client import LatteClient, LatteError
 from latte.v1 import inference_pb2 as pb
 c = LatteClient(sys.argv[1], timeout=60)
+rank1 = int(sys.argv[2])
+os.kill(rank1, signal.SIGSTOP)
+killer = threading.Timer(1.0, lambda: os.kill(rank1, signal.SIGKILL))
+killer.start()
 pieces = 0
 try:
     for message in c.generate_responses("Once upon a time", max_new_tokens=400, temperature=0):
@@ -165,12 +172,13 @@ try:
             "the stream ended normally after %d pieces: the kill came too late" % pieces
         if message.text:
             pieces += 1
-            if pieces == 1:
-                os.kill(int(sys.argv[2]), signal.SIGKILL)
     raise SystemExit("the stream ended without an error after the kill")
 except LatteError as e:
     assert e.code == grpc.StatusCode.UNAVAILABLE, e
-    print("ok: rank 1 killed after the first piece; the stream ended UNAVAILABLE after %d pieces: %s" % (pieces, e.details))
+    print("ok: rank 1 frozen, then killed during the call; the stream ended UNAVAILABLE after %d pieces: %s"
+          % (pieces, e.details))
+finally:
+    killer.join()
 EOF_PY
 for _ in $(seq 300); do kill -0 "$group_pid" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$group_pid" 2>/dev/null && fail "mpirun still runs 30 s after rank 1 was killed"
