@@ -19,6 +19,7 @@
 #include "trainer/mha2mla/convert.h"
 #include "trainer/mha2mla/convert_streamed.h"
 #include "trainer/planner/planner.h"
+#include "core/backend/cpu/openblas_kernels.h"
 
 using namespace latte;
 namespace fs = std::filesystem;
@@ -40,6 +41,7 @@ bool same_files(const std::string& a, const std::string& b) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  latte::cpu::use_openblas_kernels_for_this_cpu(argv);  // before anything else: it may re-execute
   std::string preset = "llama2-7b", dir = "/tmp/latte_bench_convert";
   int64_t layers = 1;
   for (int i = 1; i + 1 < argc; i += 2) {

@@ -23,6 +23,7 @@
 #include "inference/engine/sampler.h"
 #include "trainer/mha2mla/convert.h"
 #include "latte_build_config.h"
+#include "core/backend/cpu/openblas_kernels.h"
 
 using namespace latte;
 
@@ -122,6 +123,7 @@ void bench_mla_vs_mha(const std::string& label, const std::string& path, int64_t
 }  // namespace
 
 int main(int argc, char** argv) {
+  latte::cpu::use_openblas_kernels_for_this_cpu(argv);  // before anything else: it may re-execute
   int64_t tokens = 256;
   std::string smollm = std::string(LATTE_SOURCE_DIR) + "/models/smollm2-135m-hf";
   bool profile = false;

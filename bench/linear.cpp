@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/backend/registry.h"
+#include "core/backend/cpu/openblas_kernels.h"
 
 using namespace latte;
 
@@ -116,6 +117,7 @@ Tensor random_tensor(std::mt19937& rng, int64_t rows, int64_t cols) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  latte::cpu::use_openblas_kernels_for_this_cpu(argv);  // before anything else: it may re-execute
   const Args a = parse(argc, argv);
   omp_set_num_threads(a.threads);
   Backend& be = cpu_backend();

@@ -33,6 +33,7 @@
 #include "core/base/file_io.h"
 #include "inference/engine/loaded_model.h"
 #include "latte_build_config.h"
+#include "core/backend/cpu/openblas_kernels.h"
 
 using namespace latte;
 
@@ -145,6 +146,7 @@ bool parse(int argc, char** argv, Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  latte::cpu::use_openblas_kernels_for_this_cpu(argv);  // before anything else: it may re-execute
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines appear as measured when piped to a file
   Args a;
   if (!parse(argc, argv, a)) {

@@ -54,6 +54,7 @@
 #include "inference/engine/loaded_model.h"
 #include "trainer/mha2mla/convert.h"
 #include "latte_build_config.h"
+#include "core/backend/cpu/openblas_kernels.h"
 
 using namespace latte;
 
@@ -411,6 +412,7 @@ int usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  latte::cpu::use_openblas_kernels_for_this_cpu(argv);  // before anything else: it may re-execute
   Args a;
   std::string d_kv;
   for (int i = 1; i < argc; ++i) {

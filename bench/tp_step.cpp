@@ -30,6 +30,7 @@
 #include <mpi.h>
 
 #include "parallel/runtime.h"
+#include "core/backend/cpu/openblas_kernels.h"
 #endif
 
 using namespace latte;
@@ -118,6 +119,7 @@ void bench_model(const std::string& name, const ModelConfig& c, const ModelWeigh
 #endif
 
 int main(int argc, char** argv) {
+  latte::cpu::use_openblas_kernels_for_this_cpu(argv);  // before anything else: it may re-execute
   int64_t batch = 4;
   int steps = 3, threads = 1;
   for (int i = 1; i < argc; ++i) {

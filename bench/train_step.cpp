@@ -23,6 +23,7 @@
 #include "core/backend/registry.h"
 #include "inference/engine/loaded_model.h"
 #include "latte_build_config.h"
+#include "core/backend/cpu/openblas_kernels.h"
 
 using namespace latte;
 
@@ -52,6 +53,7 @@ std::string model_label(std::string path) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  latte::cpu::use_openblas_kernels_for_this_cpu(argv);  // before anything else: it may re-execute
   int64_t batch = 4, seq = 256;
   int steps = 5, only_threads = 0;
   bool naive_baseline = true, profile = false;

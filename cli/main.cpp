@@ -5,6 +5,7 @@
 
 #include "core/base/error.h"
 #include "cli/commands.h"
+#include "core/backend/cpu/openblas_kernels.h"
 
 namespace latte::cli {
 
@@ -22,6 +23,7 @@ void apply_threads(int threads) {
 }  // namespace latte::cli
 
 int main(int argc, char** argv) {
+  latte::cpu::use_openblas_kernels_for_this_cpu(argv);  // before anything else: it may re-execute
   CLI::App app{"latte: convert Llama MHA/GQA models to Multi-head Latent Attention, train and serve them"};
   app.require_subcommand(1);
   latte::cli::add_generate(app);
