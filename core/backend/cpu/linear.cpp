@@ -154,6 +154,7 @@ float dot_bf16_unpacked(const float* __restrict xp, const uint16_t* __restrict w
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   int64_t k = 0;
   for (; k + 32 <= K; k += 32) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + k) + cpu::kWeightPrefetchBytes, _MM_HINT_T0);
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k));
     const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k + 16));
     a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xp + k), bf16_low_f32(v), a0);

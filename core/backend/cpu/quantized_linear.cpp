@@ -175,6 +175,7 @@ __attribute__((target("avx2,fma,f16c"))) float dot_row_avx2(const uint8_t* w, co
   float acc_m = 0;
   int64_t b = 0;
   for (; b + 2 <= nb; b += 2, w += 2 * bb) {
+    _mm_prefetch(reinterpret_cast<const char*>(w) + cpu::kWeightPrefetchBytes, _MM_HINT_T0);  // 40-68 bytes a step
     const __m256 p0 = block_dot<T>(w, xb[b]);
     const __m256 p1 = block_dot<T>(w + bb, xb[b + 1]);
     acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float(w) * xb[b].d), p0, acc0);
