@@ -10,13 +10,13 @@
 // (for lengths in (Q, 2Q), e.g. 999), and its sgemv hands its 4-row and tail kernels different
 // rows depending on the split; both were seen changing bits between 1 and 2 threads. So the
 // backend owns the threads: OpenBLAS is kept at one thread, and an OpenMP loop hands out output
-// tiles whose edges are a function of the shape only (up to 512 x 512, see gemm_tiles.h). Every
+// tiles whose edges are a function of the shape only (up to 1024 x 1024, see gemm_tiles.h). Every
 // tile is one single-threaded sgemm over the whole reduction, so a result never depends on the
 // thread count. On one core (M=512 K=576 N=1536) 512-tiles ran within noise of one whole-matrix
 // sgemm; 256-tiles were ~15% slower (packing per call).
 //
 // bf16 w (M > 1): the tile's rows of w are widened to f32 into a thread-local buffer before its
-// sgemm (at most 512 x K floats). For dx the reduction runs over N, so w is widened in
+// sgemm (at most kTile x K floats). For dx the reduction runs over N, so w is widened in
 // kChunk-row chunks and the chunks are added in index order: fixed, but not bit-equal to the
 // f32-weight result.
 //

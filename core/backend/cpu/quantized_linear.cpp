@@ -25,8 +25,8 @@
 //   AVX2 kernel in the last bits (within the bound above); each kernel is deterministic.
 //
 // M > kQuantizedSmallM (prefill, perplexity): as the bf16 path of linear.cpp. Output tiles with
-// edges fixed by the shape (up to 512 x 512) run in an OpenMP loop; each dequantizes its rows of
-// w to f32 into a thread-local buffer (at most 512 x K floats) and runs one single-threaded
+// edges fixed by the shape (up to kTile x kTile) run in an OpenMP loop; each dequantizes its rows of
+// w to f32 into a thread-local buffer (at most kTile x K floats) and runs one single-threaded
 // sgemm, so the result is the f32 product of the dequantized weights and thread-count free.
 // dx: (M, K) tiles, K cut at multiples of 32 (whole blocks); the reduction over N runs in
 // 512-row chunks dequantized in turn and added in index order.
