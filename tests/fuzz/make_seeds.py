@@ -171,6 +171,56 @@ MLA_CONFIG = dict(LLAMA_CONFIG, model_type="latte_mla", num_hidden_layers=1, mla
                   mla_provenance={"method": "seed"})
 
 
+def varint(v):
+    v &= (1 << 64) - 1  # negative int32/int64 values go on the wire as 10-byte two's complement
+    b = bytearray()
+    while True:
+        byte, v = v & 0x7F, v >> 7
+        b.append(byte | (0x80 if v else 0))
+        if not v:
+            return bytes(b)
+
+
+def pb_field(number, wire_type, payload):
+    """One protobuf field: key, then a varint (type 0), 4 bytes (type 5) or length + bytes (type 2)."""
+    key = varint(number << 3 | wire_type)
+    if wire_type == 0:
+        return key + varint(payload)
+    if wire_type == 5:
+        return key + struct.pack("<f", payload)
+    return key + varint(len(payload)) + payload
+
+
+def generate_request(text=None, ids=None, max_new=None, temperature=None, top_k=None, top_p=None, seed=None,
+                     stop=(), chat=False, ignore_eos=False):
+    """A latte.v1.GenerateRequest (proto/latte/v1/inference.proto), encoded by hand."""
+    m = pb_field(1, 2, b"seed-request")
+    if text is not None:
+        m += pb_field(2, 2, text)
+    if ids is not None:
+        m += pb_field(3, 2, pb_field(1, 2, b"".join(varint(i) for i in ids)))  # TokenIds, packed
+    if max_new is not None:
+        m += pb_field(4, 0, max_new)
+    sampling = b""
+    if temperature is not None:
+        sampling += pb_field(1, 5, temperature)
+    if top_k is not None:
+        sampling += pb_field(2, 0, top_k)
+    if top_p is not None:
+        sampling += pb_field(3, 5, top_p)
+    if sampling:
+        m += pb_field(5, 2, sampling)
+    if seed is not None:
+        m += pb_field(6, 0, seed)
+    for st in stop:
+        m += pb_field(7, 2, st)
+    if chat:
+        m += pb_field(8, 0, 1)
+    if ignore_eos:
+        m += pb_field(9, 0, 1)
+    return m
+
+
 def main(out):
     write(out, "llama2c_checkpoint_fuzz", "tied.bin", llama2c(8, 16, 1, 2, 1, 16, 4, True))
     write(out, "llama2c_checkpoint_fuzz", "untied_gqa.bin", llama2c(16, 24, 2, 4, 2, 12, 2, False))
@@ -210,6 +260,13 @@ def main(out):
 
     write(out, "token_shard_fuzz", "u16.bin", token_shard([1, 5, 511, 2], 2, 512, "llama2c:512"))
     write(out, "token_shard_fuzz", "u32.bin", token_shard([70000, 1], 4, 100000, "bpe-bytelevel:100000"))
+
+    write(out, "grpc_request_fuzz", "text.pb", generate_request(text=b"Once upon a time", max_new=16))
+    write(out, "grpc_request_fuzz", "ids.pb", generate_request(ids=[1, 403, 407, 261, 378], max_new=8, seed=7,
+                                                               temperature=0.8, top_k=40, top_p=0.9))
+    write(out, "grpc_request_fuzz", "stop_chat.pb", generate_request(text=b"Lily", stop=[b".", b"\n"], chat=True,
+                                                                     ignore_eos=True))
+    write(out, "grpc_request_fuzz", "bad_values.pb", generate_request(ids=[-1, 600], max_new=-5, temperature=-1.0))
 
     state = {"step": 20, "seed": 1234, "layout": {"tp_size": 2, "dp_size": 1, "zero1": False},
              "config": LLAMA_CONFIG, "data": {"path": "data/shard.bin", "tokens": 4096},
