@@ -31,9 +31,9 @@ bool same_path(const std::string& a, const std::string& b) {
 void add_convert(CLI::App& app) {
   struct Opts {
     std::string model, out, strategy = "2norm", svd = "joint", init = "svd", sigma = "code", calib, tokenizer, device = "cpu";
-    std::string dtype = "source";
+    std::string dtype = "source", rope_mode = "partial";
     double shard_gib = -1;
-    int64_t rope_pairs = -1, d_kv = -1, calib_tokens = 32768, calib_window = 0;
+    int64_t rope_pairs = -1, rope_dims = -1, d_kv = -1, calib_tokens = 32768, calib_window = 0;
     double pca_key_scale = 0;
     bool quiet = false, no_init_comparison = false;
     int threads = 0;
@@ -43,6 +43,13 @@ void add_convert(CLI::App& app) {
   cmd->add_option("-m,--model", o->model, "llama2.c .bin, safetensors folder or .gguf file")->required();
   cmd->add_option("-o,--out", o->out, "output folder (created): config.json, model.safetensors, tokenizer")
       ->required();
+  cmd->add_option("--rope-mode", o->rope_mode,
+                  "partial (default: MHA2MLA, r RoPE pairs kept per KV head) or rorope (the KV heads' RoPE "
+                  "components rotated into one shared RoPE key of --rope-dims dims, DeepSeek's layout; needs --calib)")
+      ->check(CLI::IsMember({"partial", "rorope"}));
+  cmd->add_option("--rope-dims", o->rope_dims,
+                  "--rope-mode rorope: d_r, dims of the shared RoPE key, even, in [2, n_kv_heads*head_dim] "
+                  "(default head_dim; n_kv_heads*head_dim keeps every component: exact)");
   cmd->add_option("--rope-strategy", o->strategy,
                   "which frequency pairs keep RoPE: high, low, uniform or 2norm (default; needs --calib)")
       ->check(CLI::IsMember({"high", "low", "uniform", "2norm"}));
@@ -84,7 +91,9 @@ void add_convert(CLI::App& app) {
   add_device_option(*cmd, o->device);  // runs the calibration
   cmd->add_flag("-q,--quiet", o->quiet, "no progress on stderr");
   add_threads_option(*cmd, o->threads);
-  cmd->callback([o] {
+  cmd->callback([o, cmd] {
+    // The default strategy (2norm) must not count as a choice: only a given one conflicts with rorope.
+    const size_t cmd_count_strategy = cmd->count("--rope-strategy");
     apply_threads(o->threads);
     Backend& backend = resolve_device(o->device);
     LATTE_REQUIRE(file_exists(o->model), ErrorCode::io, "model not found: ", o->model);
@@ -111,6 +120,10 @@ void add_convert(CLI::App& app) {
                     tokenizer->vocab_size(), " tokens, the model's vocabulary only ", src.config.vocab_size);
 
     ConvertOptions co;
+    co.rope_mode = rope_mode_from_name(o->rope_mode);
+    LATTE_REQUIRE(co.rope_mode == RopeMode::partial || cmd_count_strategy == 0, ErrorCode::invalid_argument,
+                  "--rope-strategy applies to --rope-mode partial; RoRoPE keeps the leading rotated components");
+    co.rope_dims = o->rope_dims;
     co.strategy = strategy;
     co.rope_pairs = o->rope_pairs;
     co.kv_rank_per_head = o->d_kv;

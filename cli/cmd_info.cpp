@@ -20,7 +20,14 @@ void add_info(CLI::App& app) {
     std::printf("vocab %lld  context %lld  rope_theta %g  rope_layout %s  norm_eps %g  tied %s\n",
                 (long long)c.vocab_size, (long long)c.max_seq_len, double(c.rope_theta), rope_layout_name(c.rope_layout),
                 double(c.norm_eps), c.tied_embeddings ? "yes" : "no");
-    if (c.is_mla()) {
+    if (c.shared_rope()) {
+      std::printf("mla          one shared RoPE key of d_r %lld dims (DeepSeek layout; query heads %lld = d_r + %lld wide), "
+                  "d_kv %lld, latent width %lld; cache per layer per token d_r + n_kv*d_kv = %lld + %lld*%lld = %lld "
+                  "elements\n",
+                  (long long)c.rope_dim(), (long long)c.qk_head_dim(), (long long)c.head_dim,
+                  (long long)c.kv_rank_per_head, (long long)c.kv_lora_rank(), (long long)c.rope_dim(),
+                  (long long)c.n_kv_heads, (long long)c.kv_rank_per_head, (long long)(c.rope_dim() + c.kv_lora_rank()));
+    } else if (c.is_mla()) {
       std::printf("mla          r %lld (%lld RoPE dims per head), d_kv %lld, latent width %lld; cache per layer per token "
                   "n_kv*(2r+d_kv) = %lld*(%lld+%lld) = %lld elements\n",
                   (long long)c.rope_pairs, (long long)c.rope_dim(), (long long)c.kv_rank_per_head,

@@ -4,7 +4,8 @@
 For each row INIT:STRATEGY:R:D_KV[:ALPHA] (ALPHA: --pca-key-scale) it runs `latte convert` into a scratch folder, keeps the
 report's per-layer means (SVD energy on the weights, energy kept on the calibration activations
 for svd and pca), then `latte perplexity` on the first --eval-chars characters of --eval-text.
-The row "original" scores the source model. Calibration and evaluation texts are given
+The row "original" scores the source model. STRATEGY "rorope" runs `--rope-mode rorope` with
+R = --rope-dims (d_r, the dims of the one shared RoPE key) instead of a pair count. Calibration and evaluation texts are given
 separately; keeping them disjoint is the caller's job (the README gives the commands used).
 
   perplexity_table.py --latte build/bin/latte --model M --eval-text F --eval-chars N \
@@ -28,6 +29,11 @@ def parse_report(text):
         out["kv_saved_percent"] = round(100.0 * (before - after) / before, 2)
     lines = text.splitlines()
     for i, line in enumerate(lines):
+        if line.startswith("RoRoPE: share of the keys' energy"):
+            for l in lines[i:]:
+                if l.strip().startswith("mean"):
+                    out["rorope_key_energy_mean"] = float(l.split()[1])
+                    break
         if line.startswith("SVD energy kept"):
             for l in lines[i:]:
                 if l.strip().startswith("mean"):
@@ -73,16 +79,18 @@ def main():
         else:
             init, strategy, r, d_kv, *alpha = row.split(":")
             with tempfile.TemporaryDirectory(prefix="latte_init_table_") as d:
+                rope = (["--rope-mode", "rorope", "--rope-dims", r] if strategy == "rorope"
+                        else ["--rope-strategy", strategy, "--rope-pairs", r])
                 conv = [a.latte, "convert", "-q", "--threads", str(a.threads), "--model", a.model, "--out", d + "/mla",
-                        "--init", init, "--rope-strategy", strategy, "--rope-pairs", r, "--d-kv", d_kv,
-                        "--calib", a.calib, "--calib-tokens", str(a.calib_tokens)]
+                        "--init", init] + rope + ["--d-kv", d_kv, "--calib", a.calib, "--calib-tokens", str(a.calib_tokens)]
                 if alpha:
                     conv += ["--pca-key-scale", alpha[0]]
                 rep = subprocess.run(conv, capture_output=True, text=True)
                 if rep.returncode != 0:
                     sys.exit(f"{' '.join(conv)} failed: {rep.stderr.strip()}")
                 ppl, cmd = perplexity(a, d + "/mla")
-            rec.update({"row": row, "init": init, "strategy": strategy, "rope_pairs": int(r), "d_kv": int(d_kv),
+            rope_key = "rope_dims" if strategy == "rorope" else "rope_pairs"
+            rec.update({"row": row, "init": init, "strategy": strategy, rope_key: int(r), "d_kv": int(d_kv),
                         "pca_key_scale": float(alpha[0]) if alpha else None, "calib": a.calib, "calib_tokens": a.calib_tokens, "perplexity": ppl["perplexity"],
                         "eval_tokens": ppl["tokens"], "commands": [" ".join(conv), cmd]})
             rec.update(parse_report(rep.stdout))

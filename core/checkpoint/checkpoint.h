@@ -60,6 +60,11 @@ struct SaveOptions {
 void save_safetensors_dir(const std::string& dir, const ModelConfig& config, const TensorStore& tensors,
                           const SaveOptions& opts = {});
 
+// The same model as a DeepSeek-V3-style folder (core/checkpoint/deepseek_layout.h: an MLA model
+// with one shared RoPE key; invalid_argument otherwise). load_checkpoint reads it back bit for bit.
+void save_deepseek_dir(const std::string& dir, const ModelConfig& config, const TensorStore& tensors,
+                       const SaveOptions& opts = {});
+
 // The tensor set of a config is checked by check_model_tensors (core/model/model_tensors.h).
 
 // RoPE pairing of q_proj/k_proj rows [n_heads*head_dim, dim]. Within each head, interleaved
@@ -77,6 +82,7 @@ struct ExportOptions {
                                   // record "latte_rope_layout" in config.json
   std::string llama2c_tokenizer;  // a tokenizer.bin to copy beside the weights when src.tokenizer
                                   // has no BPE vocabulary (empty: none)
+  bool deepseek_layout = false;   // DeepSeek-V3 names and config keys (save_deepseek_dir)
 };
 // Writes a Hugging Face folder: config.json, model.safetensors (or shards + index), and the
 // tokenizer (tokenizer.json from a BPE vocabulary, else a copy of opts.llama2c_tokenizer).

@@ -15,7 +15,11 @@ void export_checkpoint(const Checkpoint& src, const std::string& out_dir, const 
   SaveOptions save;
   save.dtype = opts.dtype;
   save.max_shard_bytes = opts.max_shard_bytes;
-  save_safetensors_dir(out_dir, config, tensors, save);
+  if (opts.deepseek_layout) {
+    save_deepseek_dir(out_dir, config, tensors, save);
+  } else {
+    save_safetensors_dir(out_dir, config, tensors, save);
+  }
 
   export_tokenizer(src.tokenizer.get(), out_dir, opts.llama2c_tokenizer, config.vocab_size);
 }

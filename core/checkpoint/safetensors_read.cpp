@@ -7,6 +7,7 @@
 
 #include "core/base/file_io.h"
 #include "core/checkpoint/checkpoint.h"
+#include "core/checkpoint/deepseek_layout.h"
 #include "core/checkpoint/safetensors_file.h"
 
 namespace latte {
@@ -173,7 +174,11 @@ Checkpoint load_safetensors_dir(const std::string& dir, const LoadOptions& opts)
   LATTE_REQUIRE(file_exists(config_path), ErrorCode::io, "missing config.json in ", dir);
   Checkpoint ck;
   ck.format = "safetensors";
-  ck.config = config_from_json_text(read_text_file(config_path), config_path);
+  const std::string config_text = read_text_file(config_path);
+  // A DeepSeek-V3-style folder latte export wrote (deepseek_layout.h): renamed back after reading.
+  const bool deepseek = is_deepseek_config(config_text);
+  if (deepseek) ck.format = "deepseek_v3";
+  ck.config = deepseek ? config_from_deepseek_json(config_text, config_path) : config_from_json_text(config_text, config_path);
   if (opts.config_only) return ck;
   ck.tensors.origin = dir;
 
@@ -232,6 +237,7 @@ Checkpoint load_safetensors_dir(const std::string& dir, const LoadOptions& opts)
     if (name.size() > 24 && name.ends_with(".rotary_emb.inv_freq")) derived.push_back(name);
   for (const auto& name : derived) ck.tensors.erase(name);
 
+  if (deepseek) ck.tensors = from_deepseek_tensors(ck.config, ck.tensors);
   check_model_tensors(ck.config, ck.tensors);
   if (opts.check_finite) ck.tensors.check_all_finite();
   ck.tokenizer = tokenizer_beside(dir, ck.config.vocab_size);

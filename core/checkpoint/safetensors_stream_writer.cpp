@@ -195,7 +195,9 @@ void SafetensorsDirWriter::write(const std::string& name, const Tensor& t) {
   }
 }
 
-void SafetensorsDirWriter::finish(const ModelConfig& config) {
+void SafetensorsDirWriter::finish(const ModelConfig& config) { finish_with_config(config_to_json_text(config)); }
+
+void SafetensorsDirWriter::finish_with_config(const std::string& config_json) {
   if (shard_ < shards_.size()) {  // only an empty plan gets here with nothing written: commit it
     if (!open_)
       open_ = std::make_unique<SafetensorsFileWriter>((fs::path(dir_) / shards_[shard_].file).string(),
@@ -221,7 +223,7 @@ void SafetensorsDirWriter::finish(const ModelConfig& config) {
     atomic_write_string((fs::path(dir_) / "model.safetensors.index.json").string(), index.dump(2) + "\n");
     written.insert("model.safetensors.index.json");
   }
-  json cfg = json::parse(config_to_json_text(config));
+  json cfg = json::parse(config_json);
   cfg["torch_dtype"] = torch_dtype_name(dtype_);
   atomic_write_string((fs::path(dir_) / "config.json").string(), cfg.dump(2) + "\n");
   remove_stale_weights(dir_, written);

@@ -59,6 +59,8 @@ class SafetensorsDirWriter {
   ~SafetensorsDirWriter();
   void write(const std::string& name, const Tensor& t);  // in plan order, as SafetensorsFileWriter
   void finish(const ModelConfig& config);                 // refuses while tensors are missing
+  // The same with config.json's text given (another format's keys: deepseek_layout.h).
+  void finish_with_config(const std::string& config_json);
   size_t shard_count() const { return shards_.size(); }
 
  private:

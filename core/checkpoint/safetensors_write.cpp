@@ -7,6 +7,7 @@
 
 #include "core/base/file_io.h"
 #include "core/checkpoint/checkpoint.h"
+#include "core/checkpoint/deepseek_layout.h"
 #include "core/checkpoint/safetensors_file.h"
 #include "core/checkpoint/safetensors_stream_writer.h"
 
@@ -44,6 +45,16 @@ void write_safetensors_file(const std::string& path, const TensorStore& tensors,
   SafetensorsFileWriter w(path, plan_of(items), dtype);
   for (const auto* it : items) w.write(it->first, it->second.tensor);
   w.commit();
+}
+
+void save_deepseek_dir(const std::string& dir, const ModelConfig& config, const TensorStore& tensors,
+                       const SaveOptions& opts) {
+  const std::string config_json = deepseek_config_json(config);  // refuses a model without one shared RoPE key
+  const TensorStore ds = to_deepseek_tensors(config, tensors);
+  const auto items = ordered(ModelConfig{}, ds);  // by name: none of DeepSeek's names is in Latte's table order
+  SafetensorsDirWriter w(dir, plan_of(items), opts.dtype, opts.max_shard_bytes);
+  for (const auto* it : items) w.write(it->first, it->second.tensor);
+  w.finish_with_config(config_json);
 }
 
 void save_safetensors_dir(const std::string& dir, const ModelConfig& config, const TensorStore& tensors,

@@ -9,20 +9,20 @@
 namespace latte {
 
 int64_t ModelConfig::parameter_count() const {
-  // K/V projections: llama k, v [kv_dim, dim]; MLA W_kr [n_kv*2r, dim], W_dkv [D, dim],
-  // W_uk [n_kv*d_c, D], W_uv [n_kv*head_dim, D] (spec section 3.6).
-  const int64_t kv_params = is_mla() ? dim * n_kv_heads * rope_dim() + dim * kv_lora_rank() +
+  // K/V projections: llama k, v [kv_dim, dim]; MLA W_kr [n_kv*2r, dim] (shared layout: [d_r, dim]),
+  // W_dkv [D, dim], W_uk [n_kv*d_c, D], W_uv [n_kv*head_dim, D] (spec section 3.6).
+  const int64_t kv_params = is_mla() ? dim * rope_key_heads(n_kv_heads) * rope_dim() + dim * kv_lora_rank() +
                                            kv_lora_rank() * n_kv_heads * nope_dim() + kv_lora_rank() * kv_dim()
                                      : 2 * dim * kv_dim();
   const int64_t per_layer = 2 * dim                              // input / post-attention RMSNorm
-                            + dim * q_dim() + kv_params + q_dim() * dim  // q, k/v, o
+                            + dim * q_dim() + kv_params + o_dim() * dim  // q, k/v, o
                             + 3 * dim * hidden_dim;              // gate, up, down
   const int64_t embed = vocab_size * dim;
   return embed + n_layers * per_layer + dim + (tied_embeddings ? 0 : embed);
 }
 
 int64_t ModelConfig::kv_cache_elements_per_token() const {
-  return is_mla() ? n_layers * n_kv_heads * (rope_dim() + kv_rank_per_head) : 2 * n_layers * kv_dim();
+  return is_mla() ? n_layers * (rope_key_heads(n_kv_heads) * rope_dim() + kv_lora_rank()) : 2 * n_layers * kv_dim();
 }
 
 void ModelConfig::validate(const std::string& source) const {
@@ -51,9 +51,30 @@ void ModelConfig::validate(const std::string& source) const {
   if (eos_id < -1 || eos_id >= vocab_size)
     bad("eos_id (eos_token_id) ", eos_id, " is outside the vocabulary of ", vocab_size);
   if (!is_mla()) return;
+  if (shared_rope_dim < 0) bad("mla_shared_rope_dim (", shared_rope_dim, ") must not be negative");
+  if (kv_rank_per_head <= 0) bad("mla_kv_rank_per_head (", kv_rank_per_head, ") must be positive");
+  if (shared_rope()) {
+    // RoPE rotates pairs; the frequencies are the source heads' (head_dim/2 of them).
+    if (shared_rope_dim % 2 != 0) bad("mla_shared_rope_dim (", shared_rope_dim, ") must be even (RoPE pairs)");
+    if (rope_pairs != 0)
+      bad("mla_rope_pairs (", rope_pairs, ") must be 0 with a shared RoPE key (mla_shared_rope_dim ", shared_rope_dim, ")");
+    if (!rope_freqs.empty()) bad("mla_rope_freqs must be absent with a shared RoPE key (mla_shared_rope_dim)");
+    if (int64_t(shared_rope_freqs.size()) != n_layers)
+      bad("mla_shared_rope_freqs has ", shared_rope_freqs.size(), " layers, expected ", n_layers);
+    for (size_t l = 0; l < shared_rope_freqs.size(); ++l) {
+      const auto& f = shared_rope_freqs[l];
+      if (int64_t(f.size()) * 2 != shared_rope_dim)
+        bad("mla_shared_rope_freqs[", l, "] has ", f.size(), " pairs, expected mla_shared_rope_dim/2 = ",
+            shared_rope_dim / 2);
+      for (int32_t i : f)
+        if (i < 0 || i >= head_dim / 2)
+          bad("mla_shared_rope_freqs[", l, "] holds frequency index ", i, ", outside [0, head_dim/2 = ", head_dim / 2, ")");
+    }
+    return;
+  }
+  if (!shared_rope_freqs.empty()) bad("mla_shared_rope_freqs needs mla_shared_rope_dim > 0");
   if (rope_pairs < 0 || 2 * rope_pairs > head_dim)
     bad("mla_rope_pairs (", rope_pairs, ") must be in [0, head_dim/2 = ", head_dim / 2, "]");
-  if (kv_rank_per_head <= 0) bad("mla_kv_rank_per_head (", kv_rank_per_head, ") must be positive");
   if (int64_t(rope_freqs.size()) != n_layers)
     bad("mla_rope_freqs has ", rope_freqs.size(), " layers, expected ", n_layers);
   for (size_t l = 0; l < rope_freqs.size(); ++l) {
@@ -181,14 +202,31 @@ ModelConfig config_from_json_text(const std::string& text, const std::string& so
   if (auto it = j.find("model_type"); it != j.end() && *it == "latte_mla") c.architecture = "mla";
   if (c.is_mla()) {
     c.rope_layout = RopeLayout::interleaved;  // the [rope | nope] head layout, see config.h
-    c.rope_pairs = get_int(j, "mla_rope_pairs", source);
     c.kv_rank_per_head = get_int(j, "mla_kv_rank_per_head", source);
-    auto it = j.find("mla_rope_freqs");
-    if (it == j.end() || !it->is_array()) fail(ErrorCode::bad_file, source, ": missing array \"mla_rope_freqs\"");
-    try {
-      c.rope_freqs = it->get<std::vector<std::vector<std::vector<int32_t>>>>();
-    } catch (const json::exception& e) {
-      fail(ErrorCode::bad_file, source, ": \"mla_rope_freqs\" must be [layer][kv head][pair] integers (", e.what(), ")");
+    if (j.contains("mla_shared_rope_dim")) c.shared_rope_dim = get_int(j, "mla_shared_rope_dim", source);
+    if (c.shared_rope_dim > 0) {
+      // DeepSeek's layout: one shared RoPE key; mla_rope_pairs, when given, must say 0 (validate).
+      if (j.contains("mla_rope_pairs")) c.rope_pairs = get_int(j, "mla_rope_pairs", source);
+      if (j.contains("mla_rope_freqs"))
+        fail(ErrorCode::bad_file, source, ": \"mla_rope_freqs\" (per-KV-head RoPE keys) and \"mla_shared_rope_dim\" ",
+             c.shared_rope_dim, " (one shared RoPE key) exclude each other");
+      auto it = j.find("mla_shared_rope_freqs");
+      if (it == j.end() || !it->is_array())
+        fail(ErrorCode::bad_file, source, ": missing array \"mla_shared_rope_freqs\"");
+      try {
+        c.shared_rope_freqs = it->get<std::vector<std::vector<int32_t>>>();
+      } catch (const json::exception& e) {
+        fail(ErrorCode::bad_file, source, ": \"mla_shared_rope_freqs\" must be [layer][pair] integers (", e.what(), ")");
+      }
+    } else {
+      c.rope_pairs = get_int(j, "mla_rope_pairs", source);
+      auto it = j.find("mla_rope_freqs");
+      if (it == j.end() || !it->is_array()) fail(ErrorCode::bad_file, source, ": missing array \"mla_rope_freqs\"");
+      try {
+        c.rope_freqs = it->get<std::vector<std::vector<std::vector<int32_t>>>>();
+      } catch (const json::exception& e) {
+        fail(ErrorCode::bad_file, source, ": \"mla_rope_freqs\" must be [layer][kv head][pair] integers (", e.what(), ")");
+      }
     }
     if (auto p = j.find("mla_provenance"); p != j.end()) c.mla_provenance = p->dump();
     if (auto r = j.find("kv_lora_rank"); r != j.end() && r->is_number_integer() && r->get<int64_t>() != c.kv_lora_rank())
@@ -225,7 +263,13 @@ std::string config_to_json_text(const ModelConfig& c) {
     j["mla_rope_pairs"] = c.rope_pairs;
     j["mla_kv_rank_per_head"] = c.kv_rank_per_head;
     j["kv_lora_rank"] = c.kv_lora_rank();
-    j["mla_rope_freqs"] = c.rope_freqs;
+    if (c.shared_rope()) {
+      // The per-KV-head layout's keys stay as they were; these two appear only in the shared one.
+      j["mla_shared_rope_dim"] = c.shared_rope_dim;
+      j["mla_shared_rope_freqs"] = c.shared_rope_freqs;
+    } else {
+      j["mla_rope_freqs"] = c.rope_freqs;
+    }
     if (!c.mla_provenance.empty()) j["mla_provenance"] = json::parse(c.mla_provenance);
   } else if (c.rope_layout == RopeLayout::interleaved) {
     j["latte_rope_layout"] = "interleaved";

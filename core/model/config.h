@@ -41,15 +41,35 @@ struct ModelConfig {
   std::vector<std::vector<std::vector<int32_t>>> rope_freqs;  // [layer][kv head][r] (mla_rope_freqs)
   std::string mla_provenance;    // how the conversion was made, JSON text (mla_provenance)
 
+  // DeepSeek's layout (the RoRoPE conversion, trainer/mha2mla/rorope.h): instead of a RoPE key per
+  // KV head, ONE RoPE key of shared_rope_dim = d_r dims per token, read by every query head. RoPE
+  // pair s of that key (coordinates 2s, 2s+1) rotates with frequency shared_rope_freqs[l][s]
+  // (indices into the source's head_dim/2 frequencies; RoRoPE keeps several components of one
+  // frequency, so an index may repeat). Query and key heads are then [rope d_r | nope head_dim]
+  // (the no-RoPE keys still per KV head, from the latent), values head_dim wide, scale still
+  // 1/sqrt(head_dim). 0: the per-KV-head layout above (rope_pairs, rope_freqs); with d_r > 0,
+  // rope_pairs is 0 and rope_freqs empty.
+  int64_t shared_rope_dim = 0;                          // d_r   (mla_shared_rope_dim)
+  std::vector<std::vector<int32_t>> shared_rope_freqs;  // [layer][d_r/2] (mla_shared_rope_freqs)
+
   bool is_mla() const { return architecture == "mla"; }
-  int64_t q_dim() const { return n_heads * head_dim; }
+  bool shared_rope() const { return is_mla() && shared_rope_dim > 0; }
+  // Width of a query (and key) head: head_dim, or d_r + head_dim in the shared layout.
+  int64_t qk_head_dim() const { return shared_rope() ? shared_rope_dim + head_dim : head_dim; }
+  int64_t q_dim() const { return n_heads * qk_head_dim(); }  // q_proj rows
+  int64_t o_dim() const { return n_heads * head_dim; }       // o_proj columns (value heads)
   int64_t kv_dim() const { return n_kv_heads * head_dim; }
   int64_t kv_lora_rank() const { return n_kv_heads * kv_rank_per_head; }  // D, the latent width
-  int64_t rope_dim() const { return 2 * rope_pairs; }                     // rotated dims per head
-  int64_t nope_dim() const { return head_dim - 2 * rope_pairs; }          // d_c
+  // RoPE dims of a head (2r), or of the one shared key (d_r).
+  int64_t rope_dim() const { return shared_rope() ? shared_rope_dim : 2 * rope_pairs; }
+  // No-RoPE dims of a query/key head (d_c): head_dim - 2r, or head_dim in the shared layout.
+  int64_t nope_dim() const { return shared_rope() ? head_dim : head_dim - 2 * rope_pairs; }
+  // RoPE key heads a rank holding `kv_heads` KV heads caches: its own, or the one shared key.
+  int64_t rope_key_heads(int64_t kv_heads) const { return shared_rope() ? 1 : kv_heads; }
   int64_t parameter_count() const;  // trained parameters (tied embedding counted once)
   // Cached elements per token over all layers: llama 2 * n_layers * kv_dim; MLA
-  // n_layers * n_kv_heads * (2r + d_kv) (the RoPE keys of every KV head plus one shared latent).
+  // n_layers * n_kv_heads * (2r + d_kv) (the RoPE keys of every KV head plus one shared latent),
+  // or n_layers * (d_r + n_kv_heads * d_kv) in the shared layout.
   int64_t kv_cache_elements_per_token() const;
 
   // Throws invalid_argument naming the field when values are inconsistent (e.g. n_heads not a

@@ -20,7 +20,7 @@ KvCache KvCache::create(const ModelConfig& c, int64_t batch, int64_t max_seq, co
   for (int64_t l = 0; l < c.n_layers; ++l) {
     if (c.is_mla()) {
       cache.latent.push_back(be.zeros({batch, max_seq, c.kv_lora_rank()}));
-      cache.k_rope.push_back(be.zeros({batch, max_seq, tp.kv_heads, c.rope_dim()}));
+      cache.k_rope.push_back(be.zeros({batch, max_seq, c.rope_key_heads(tp.kv_heads), c.rope_dim()}));
     } else {
       cache.k.push_back(be.zeros({batch, max_seq, tp.kv_heads, c.head_dim}));
       cache.v.push_back(be.zeros({batch, max_seq, tp.kv_heads, c.head_dim}));

@@ -3,7 +3,9 @@
 //   llama: k[l], v[l]            [B, max_seq, Hkv, hd]   2*Hkv*hd elements per token per layer
 //   MLA:   latent[l]             [B, max_seq, L]         one latent per token, shared by all heads
 //          k_rope[l]             [B, max_seq, Hkv, R]    n_kv*(2r + d_kv) elements per token per layer
-// For a TP rank: its KV heads only; the MLA latent is replicated (every rank holds all of it).
+//                                [B, max_seq, 1, d_r]    one shared RoPE key: d_r + n_kv*d_kv
+// For a TP rank: its KV heads only; the MLA latent (and a shared RoPE key) is replicated (every
+// rank holds all of it).
 #pragma once
 #include <cstdint>
 #include <vector>

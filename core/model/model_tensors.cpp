@@ -18,11 +18,17 @@ std::vector<ModelTensor> layer_rows(const ModelConfig& c) {
   const TpSplit rep = TpSplit::replicated, rows = TpSplit::rows, cols = TpSplit::cols;
   std::vector<ModelTensor> r;
   r.push_back(row("input_layernorm.weight", {D}, rep, SplitUnit::none, 1, &LayerWeights::attn_norm));
-  r.push_back(row("self_attn.q_proj.weight", {c.q_dim(), D}, rows, SplitUnit::heads, hd, &LayerWeights::wq));
+  r.push_back(row("self_attn.q_proj.weight", {c.q_dim(), D}, rows, SplitUnit::heads, c.qk_head_dim(),
+                  &LayerWeights::wq));
   if (c.is_mla()) {
     r.push_back(row("self_attn.kv_a_proj.weight", {L, D}, rep, SplitUnit::none, 1, &LayerWeights::w_dkv));
-    r.push_back(row("self_attn.k_rope_proj.weight", {c.n_kv_heads * c.rope_dim(), D}, rows, SplitUnit::kv_heads,
-                    c.rope_dim(), &LayerWeights::w_kr));
+    if (c.shared_rope()) {
+      // One RoPE key for every query head: every rank needs all of it (DeepSeek's wkv_a rope part).
+      r.push_back(row("self_attn.k_rope_proj.weight", {c.rope_dim(), D}, rep, SplitUnit::none, 1, &LayerWeights::w_kr));
+    } else {
+      r.push_back(row("self_attn.k_rope_proj.weight", {c.n_kv_heads * c.rope_dim(), D}, rows, SplitUnit::kv_heads,
+                      c.rope_dim(), &LayerWeights::w_kr));
+    }
     r.push_back(row("self_attn.k_b_proj.weight", {c.n_kv_heads * c.nope_dim(), L}, rows, SplitUnit::kv_heads,
                     c.nope_dim(), &LayerWeights::w_uk));
     r.push_back(row("self_attn.v_b_proj.weight", {c.kv_dim(), L}, rows, SplitUnit::kv_heads, hd, &LayerWeights::w_uv));
@@ -30,7 +36,7 @@ std::vector<ModelTensor> layer_rows(const ModelConfig& c) {
     r.push_back(row("self_attn.k_proj.weight", {c.kv_dim(), D}, rows, SplitUnit::kv_heads, hd, &LayerWeights::wk));
     r.push_back(row("self_attn.v_proj.weight", {c.kv_dim(), D}, rows, SplitUnit::kv_heads, hd, &LayerWeights::wv));
   }
-  r.push_back(row("self_attn.o_proj.weight", {D, c.q_dim()}, cols, SplitUnit::heads, hd, &LayerWeights::wo));
+  r.push_back(row("self_attn.o_proj.weight", {D, c.o_dim()}, cols, SplitUnit::heads, hd, &LayerWeights::wo));
   r.push_back(row("post_attention_layernorm.weight", {D}, rep, SplitUnit::none, 1, &LayerWeights::ffn_norm));
   r.push_back(row("mlp.gate_proj.weight", {c.hidden_dim, D}, rows, SplitUnit::hidden, 1, &LayerWeights::w_gate));
   r.push_back(row("mlp.up_proj.weight", {c.hidden_dim, D}, rows, SplitUnit::hidden, 1, &LayerWeights::w_up));

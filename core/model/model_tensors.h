@@ -7,11 +7,12 @@
 //
 //   checkpoint name                  field     shape             TP split          MHA2MLA / DeepSeek
 //   input_layernorm.weight           attn_norm [D]               replicated        attn_norm
-//   self_attn.q_proj.weight          wq        [Hq*hd, D]        rows by heads     W_q / wq
+//   self_attn.q_proj.weight          wq        [Hq*qk, D]        rows by heads     W_q / wq
 //   self_attn.k_proj.weight          wk        [Hkv*hd, D]       rows by KV heads  (llama only)
 //   self_attn.v_proj.weight          wv        [Hkv*hd, D]       rows by KV heads  (llama only)
 //   self_attn.kv_a_proj.weight       w_dkv     [L, D]            replicated        W_dkv / wkv_a
 //   self_attn.k_rope_proj.weight     w_kr      [Hkv*R, D]        rows by KV heads  W_kr (per-head RoPE keys)
+//                                              or [d_r, D]       replicated        (one shared RoPE key)
 //   self_attn.k_b_proj.weight        w_uk      [Hkv*dc, L]       rows by KV heads  W_uk / wkv_b (key part)
 //   self_attn.v_b_proj.weight        w_uv      [Hkv*hd, L]       rows by KV heads  W_uv / wkv_b (value part)
 //   self_attn.o_proj.weight          wo        [D, Hq*hd]        columns by heads  W_o / wo
@@ -19,6 +20,7 @@
 //   mlp.gate_proj.weight             w_gate    [F, D]            rows (F)          llama2.c w1
 //   mlp.up_proj.weight               w_up      [F, D]            rows (F)          llama2.c w3
 //   mlp.down_proj.weight             w_down    [D, F]            columns (F)       llama2.c w2
+// qk is a query head's width: hd, or d_r + hd with one shared RoPE key (config.h: shared_rope_dim).
 // and model.embed_tokens.weight (tok_embeddings, rows by vocabulary), model.norm.weight (norm,
 // replicated), lm_head.weight (lm_head, rows by vocabulary; absent when tied).
 //
@@ -26,7 +28,8 @@
 // "columns" row-parallel (input columns split); parallel/README.md says which layer runs each.
 // Rows split by heads keep whole heads; when n_kv_heads < tp (and divides it) each rank holds the
 // one KV head its query heads read. MLA's W_dkv is replicated: every rank computes the same latent
-// and holds the same latent cache.
+// and holds the same latent cache; so is a shared RoPE key's W_kr (and its cache), which every
+// query head reads.
 #pragma once
 #include <string>
 #include <utility>

@@ -3,7 +3,8 @@
 // the one table in model_tensors.h.
 //
 // Shapes: D dim, F hidden_dim, Hq n_heads, Hkv n_kv_heads, hd head_dim, V vocab; MLA: L =
-// kv_lora_rank (latent width), R = 2r (RoPE dims per head), dc = hd - R (no-RoPE dims per head).
+// kv_lora_rank (latent width), R = 2r (RoPE dims per head), dc = hd - R (no-RoPE dims per head);
+// with one shared RoPE key (config.h shared_rope_dim): R = d_r, dc = hd, query heads R + hd wide.
 #pragma once
 #include <functional>
 #include <string>
@@ -15,11 +16,11 @@ namespace latte {
 
 struct LayerWeights {
   Tensor attn_norm;  // [D]
-  Tensor wq;         // [Hq*hd, D] (MLA: rows per head [rope | nope])
+  Tensor wq;         // [Hq*hd, D] (MLA: rows per head [rope | nope]; shared RoPE key: [Hq*(R+hd), D])
   Tensor wk;         // [Hkv*hd, D]   (llama)
   Tensor wv;         // [Hkv*hd, D]   (llama)
   Tensor w_dkv;      // [L, D]        (MLA) x -> latent
-  Tensor w_kr;       // [Hkv*R, D]    (MLA) x -> RoPE keys
+  Tensor w_kr;       // [Hkv*R, D]    (MLA) x -> RoPE keys ([R, D]: one shared key)
   Tensor w_uk;       // [Hkv*dc, L]   (MLA) latent -> no-RoPE keys
   Tensor w_uv;       // [Hkv*hd, L]   (MLA) latent -> values
   Tensor wo;         // [D, Hq*hd]

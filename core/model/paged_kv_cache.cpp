@@ -26,7 +26,7 @@ TokenLayout token_layout(const ModelConfig& c, DType dtype, const TpLayout& tp) 
   TokenLayout t;
   if (c.is_mla()) {
     t.latent = c.kv_lora_rank();
-    t.rope = tp.kv_heads * c.rope_dim();
+    t.rope = c.rope_key_heads(tp.kv_heads) * c.rope_dim();
   } else {
     t.kv = tp.kv_heads * c.head_dim;
   }
@@ -78,7 +78,7 @@ PagedKvCache PagedKvCache::create(const ModelConfig& c, int64_t num_blocks, int6
   for (int64_t l = 0; l < c.n_layers; ++l) {
     if (c.is_mla()) {
       cache.latent.push_back(zeros({num_blocks, block_size, t.latent}, dtype));
-      cache.k_rope.push_back(zeros({num_blocks, block_size, tp.kv_heads, c.rope_dim()}, dtype));
+      cache.k_rope.push_back(zeros({num_blocks, block_size, c.rope_key_heads(tp.kv_heads), c.rope_dim()}, dtype));
       if (dtype == DType::i8) {
         cache.latent_scale.push_back(be.zeros({num_blocks, block_size}));
         cache.k_rope_scale.push_back(be.zeros({num_blocks, block_size}));

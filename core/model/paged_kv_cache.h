@@ -4,6 +4,7 @@
 //   llama: k[l], v[l]     [num_blocks, block_size, Hkv, hd]   this rank's KV heads, after RoPE
 //   MLA:   latent[l]      [num_blocks, block_size, L]          replicated on every TP rank
 //          k_rope[l]      [num_blocks, block_size, Hkv, R]     this rank's KV heads, after RoPE
+//                         [num_blocks, block_size, 1, d_r]     one shared RoPE key: replicated
 //          latent_scale[l], k_rope_scale[l] [num_blocks, block_size] f32   only for i8
 // Element type: f32 or bf16 for everything, or i8 for MLA (the latent and the RoPE keys each with
 // one symmetric scale per token: 8 bytes per token and layer beside the int8 elements). f32 is

@@ -144,6 +144,17 @@ inline ModelConfig mla_config(bool tied) {
   return c;
 }
 
+// The same shape in DeepSeek's layout: one shared RoPE key of d_r = 6 dims (3 pairs, a repeated
+// frequency, different per layer) read by all 8 query heads, query heads 6 + 8 wide.
+inline ModelConfig mla_shared_rope_config(bool tied) {
+  ModelConfig c = mla_config(tied);
+  c.rope_pairs = 0;
+  c.rope_freqs.clear();
+  c.shared_rope_dim = 6;
+  c.shared_rope_freqs = {{0, 0, 2}, {3, 1, 1}};
+  return c;
+}
+
 // Llama MHA (n_kv_heads == n_heads), HF rotate-half rows.
 inline ModelConfig llama_mha_config(bool tied) {
   ModelConfig c;

@@ -14,6 +14,7 @@ ConversionReport size_report(const ModelConfig& before, const ModelConfig& after
   r.kv_elements_before = before.kv_cache_elements_per_token();
   r.kv_elements_after = after.kv_cache_elements_per_token();
   r.rope_pairs = after.rope_pairs;
+  r.shared_rope_dim = after.shared_rope_dim;
   r.kv_rank_per_head = after.kv_rank_per_head;
   r.kv_lora_rank = after.kv_lora_rank();
   return r;
@@ -49,11 +50,26 @@ std::string percent_change(double before, double after) {
 }  // namespace
 
 void print_conversion_report(std::ostream& out, const ConversionReport& r) {
-  out << "MHA2MLA conversion: RoPE strategy " << r.strategy << ", r = " << r.rope_pairs << " ("
-      << 2 * r.rope_pairs << " RoPE dims per head), d_kv = " << r.kv_rank_per_head << " (latent width D = "
-      << r.kv_lora_rank << "), " << (r.init == "pca" ? "latent from balanced PCA of the activations" : "SVD " + r.svd)
-      << "\n";
+  const std::string latent = r.init == "pca" ? "latent from balanced PCA of the activations" : "SVD " + r.svd;
+  if (r.shared_rope_dim > 0) {
+    out << "MHA2MLA conversion with RoRoPE: one shared RoPE key of d_r = " << r.shared_rope_dim
+        << " dims, d_kv = " << r.kv_rank_per_head << " (latent width D = " << r.kv_lora_rank << "), " << latent << "\n";
+  } else {
+    out << "MHA2MLA conversion: RoPE strategy " << r.strategy << ", r = " << r.rope_pairs << " ("
+        << 2 * r.rope_pairs << " RoPE dims per head), d_kv = " << r.kv_rank_per_head << " (latent width D = "
+        << r.kv_lora_rank << "), " << latent << "\n";
+  }
   if (r.calib_positions > 0) out << "calibration over " << r.calib_positions << " positions\n";
+  if (!r.rope_energy.empty()) {
+    out << "\nRoRoPE: share of the keys' energy (pre-RoPE, calibration) on the shared RoPE key\n  layer    energy\n";
+    double lo = 1, sum = 0;
+    for (size_t l = 0; l < r.rope_energy.size(); ++l) {
+      out << "  " << std::setw(5) << l << "  " << std::fixed << std::setprecision(6) << r.rope_energy[l] << "\n";
+      lo = std::min(lo, r.rope_energy[l]);
+      sum += r.rope_energy[l];
+    }
+    out << "  mean   " << std::setprecision(6) << sum / double(r.rope_energy.size()) << "   (min " << lo << ")\n";
+  }
   if (!r.energy_kept.empty()) {
     out << "\nSVD energy kept (sum of kept sigma^2 / all sigma^2)\n  layer    energy\n";
     double lo = 1, sum = 0;

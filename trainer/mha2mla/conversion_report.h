@@ -24,6 +24,8 @@ struct ActivationEnergy {
 struct ConversionReport {
   std::string strategy, svd, init = "svd";
   int64_t rope_pairs = 0, kv_rank_per_head = 0, kv_lora_rank = 0;
+  int64_t shared_rope_dim = 0;       // RoRoPE: d_r of the one shared RoPE key (strategy "rorope")
+  std::vector<double> rope_energy;   // RoRoPE, per layer: the keys' E||k||^2 share on the shared key
   int64_t calib_positions = 0;       // when a calibration text was run
   std::vector<double> energy_kept;   // svd, per layer: sum of kept sigma^2 / sum of all sigma^2
   std::vector<ActivationEnergy> activation_energy;  // per layer, when a calibration text was run

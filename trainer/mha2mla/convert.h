@@ -3,7 +3,9 @@
 // through one low-rank latent of width D = n_kv_heads * d_kv per token, factorized in float64
 // either by SVD of the weights (MHA2MLA) or by the balanced PCA of the calibration activations
 // (TransMLA-style, issue 17, trainer/mha2mla/latent_pca.h). The result is an MLA checkpoint (core/model/config.h,
-// core/model/model_tensors.h); only the attention's K/V side and q_proj's row order change.
+// core/model/model_tensors.h); only the attention's K/V side and q_proj's row order change. Or, with
+// RoPE mode rorope (trainer/mha2mla/rorope.h), the KV heads' RoPE components rotated into one shared
+// RoPE key of d_r dims (DeepSeek's layout), q_proj's heads mixed to read it.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -28,8 +30,18 @@ enum class LatentInit { svd, pca };
 const char* latent_init_name(LatentInit i);
 LatentInit latent_init_from_name(const std::string& name);
 
+// partial: MHA2MLA's partial RoPE, r kept pairs per KV head (partial_rope.h). rorope: one shared
+// RoPE key of d_r dims rotated out of all KV heads (rorope.h); needs calibration.
+enum class RopeMode { partial, rorope };
+const char* rope_mode_name(RopeMode m);                // "partial", "rorope"
+RopeMode rope_mode_from_name(const std::string& name);  // invalid_argument naming the choices
+
 struct ConvertOptions {
-  RopeStrategy strategy = RopeStrategy::two_norm;  // the paper's default (spec 2.2)
+  RopeMode rope_mode = RopeMode::partial;
+  // rorope: d_r, the shared RoPE key's dims (even, in [2, n_kv_heads*head_dim]); -1: head_dim (as
+  // DeepSeek-V2/V3 and TransMLA keep: 64 RoPE dims against 128-dim heads, here one head's worth).
+  int64_t rope_dims = -1;
+  RopeStrategy strategy = RopeStrategy::two_norm;  // the paper's default (spec 2.2); partial only
   // r, kept frequency pairs per head; -1: head_dim/16 (the paper's choice, spec 2.4), at least 1.
   int64_t rope_pairs = -1;
   // d_kv, latent rank per KV head; -1: head_dim/4, at least 1. With r = head_dim/16 that caches
@@ -60,13 +72,17 @@ struct ConvertOptions {
 // The MLA config for src with these choices (validated); provenance is JSON text.
 ModelConfig mla_config(const ModelConfig& src, int64_t rope_pairs, int64_t kv_rank_per_head, RopeFreqs rope_freqs,
                        const std::string& provenance);
+// The same in DeepSeek's layout: one shared RoPE key, pair s at frequency shared_freqs[l][s].
+ModelConfig mla_shared_rope_config(const ModelConfig& src, int64_t kv_rank_per_head,
+                                   std::vector<std::vector<int32_t>> shared_freqs, const std::string& provenance);
 
 // Converts src (architecture llama, any RoPE layout, any weight dtype) into an MLA checkpoint with
 // f32 tensors; the embedding, norms, MLP and o_proj keep their values. report may be null.
 // Refuses (invalid_argument, one line): an MLA source, r outside [0, head_dim/2], d_kv < 1, a
 // latent wider than the factorized matrix's rank bound, an odd D for split, 2norm without a
 // calibration text or tokenizer, an empty calibration text, pca without a calibration text, with
-// split, or with fewer calibration tokens than the latent width D.
+// split, or with fewer calibration tokens than the latent width D; rorope with d_r odd or outside
+// [2, n_kv_heads*head_dim], without a calibration text, with split, or with rope_pairs given.
 Checkpoint convert_to_mla(const Checkpoint& src, const ConvertOptions& o, ConversionReport* report);
 
 }  // namespace latte

@@ -15,9 +15,11 @@ namespace latte {
 
 struct ResolvedConversion {
   int64_t r = 0, d_kv = 0, D = 0;  // kept RoPE pairs, latent rank per KV head, latent width
+  bool rorope = false;             // one shared RoPE key (rorope.h) instead of r pairs per KV head
+  int64_t d_r = 0;                 // rorope: the shared key's dims
   bool two_norm = false;           // the 2-norm strategy (needs the calibration's pair norms)
   bool calibrate = false;          // a calibration text is run (2-norm, pca, or the report's energies)
-  bool moments = false;            // it collects the attention-input moments (pca, or compare_inits)
+  bool moments = false;            // it collects the attention-input moments (pca, rorope, or compare_inits)
 };
 
 // Every refusal of convert_to_mla that needs only the config and the options (origin names the
@@ -37,16 +39,19 @@ ConversionReport conversion_report_head(const ModelConfig& src, const ModelConfi
 // One layer's new attention tensors. q and k_rope are source rows moved, in the source's element
 // dtype (f32, bf16, f16; a block format widened to f32); the three factors are computed in
 // float64 and rounded to f32 once.
+// rorope: q and k_rope are computed too (mixed rows, f32), k_rope_proj [d_r, dim].
 struct ConvertedLayer {
   Tensor q, k_rope;          // q_proj [q_dim, dim] in [rope | nope] head order, k_rope_proj [n_kv*2r, dim]
   Tensor kv_a, k_b, v_b;     // f32
   std::optional<double> weight_energy;                 // the SVD's kept sigma^2 share (when an SVD ran)
   std::optional<ActivationEnergy> activation_energy;   // with calibration moments
   std::optional<double> key_scale;                     // pca: alpha
+  std::vector<int32_t> shared_rope_freqs;              // rorope: this layer's shared key frequencies
+  std::optional<double> rope_energy;                   // rorope: the keys' energy share on the shared key
 };
 
-// freqs: this layer's kept pairs per KV head; moment: E[u^T u] of its attention input (null
-// without calibration).
+// freqs: this layer's kept pairs per KV head (partial; unused by rorope); moment: E[u^T u] of its
+// attention input (null without calibration; rorope needs it).
 ConvertedLayer convert_layer(const ModelConfig& c, const TensorStore& src, int64_t l,
                              const std::vector<std::vector<int32_t>>& freqs, const MatrixD* moment,
                              const ConvertOptions& o, const ResolvedConversion& rc);

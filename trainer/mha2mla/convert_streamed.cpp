@@ -63,9 +63,12 @@ ModelConfig convert_to_mla_streamed(const Checkpoint& src, const std::string& ou
   }
   // 2-norm picks each layer's pairs after that layer's calibration; until then the shapes (all
   // the writer needs up front) come from any valid choice.
-  RopeFreqs freqs = select_rope_freqs(rc.two_norm ? RopeStrategy::high : o.strategy, rc.r, c, nullptr);
+  RopeFreqs freqs = select_rope_freqs(rc.two_norm || rc.rorope ? RopeStrategy::high : o.strategy, rc.r, c, nullptr);
   nlohmann::json prov = conversion_provenance(c, o, rc, store.origin, calib ? calib->text_tokens() : 0);
-  ModelConfig dst = mla_config(c, rc.r, rc.d_kv, freqs, prov.dump());
+  // RoRoPE's frequencies likewise come with each layer.
+  std::vector<std::vector<int32_t>> shared_freqs(size_t(c.n_layers), std::vector<int32_t>(size_t(rc.d_r / 2), 0));
+  ModelConfig dst = rc.rorope ? mla_shared_rope_config(c, rc.d_kv, shared_freqs, prov.dump())
+                              : mla_config(c, rc.r, rc.d_kv, freqs, prov.dump());
   ConversionReport rep = conversion_report_head(c, dst, o, calib ? calib->positions() : 0);
   std::vector<double> key_scales;
 
@@ -75,7 +78,8 @@ ModelConfig convert_to_mla_streamed(const Checkpoint& src, const std::string& ou
   for (const ModelTensor& t : table) {
     PlannedTensor p{t.name, t.shape, DType::f32};
     const NewTensor* made = new_tensor(t.name);
-    const bool computed = made && !made->rows_of;
+    // RoRoPE mixes q and key rows rather than moving them: everything it makes is computed.
+    const bool computed = made && (!made->rows_of || rc.rorope);
     if (so.keep_source_dtype && !computed) {
       // Copied or row-permuted: the source's dtype, unless a block format (GGUF), which
       // convert_layer widens to f32 too.
@@ -111,6 +115,7 @@ ModelConfig convert_to_mla_streamed(const Checkpoint& src, const std::string& ou
       cur = convert_layer(c, store, layer, freqs[size_t(layer)], rc.moments ? &moment : nullptr, o, rc);
       add_to_report(rep, cur);
       if (cur.key_scale) key_scales.push_back(*cur.key_scale);
+      if (rc.rorope) shared_freqs[size_t(layer)] = cur.shared_rope_freqs;
     }
     if (t.layer < 0 && layer >= 0) {
       release_layer(layer);
@@ -130,7 +135,11 @@ ModelConfig convert_to_mla_streamed(const Checkpoint& src, const std::string& ou
   }
   if (layer >= 0 && layer < c.n_layers) release_layer(layer);
 
-  dst.rope_freqs = freqs;
+  if (rc.rorope) {
+    dst.shared_rope_freqs = shared_freqs;
+  } else {
+    dst.rope_freqs = freqs;
+  }
   if (o.init == LatentInit::pca) prov["pca_key_scale"] = key_scales;
   dst.mla_provenance = prov.dump();
   dst.validate("the streamed MHA2MLA conversion");

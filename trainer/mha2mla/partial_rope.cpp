@@ -28,6 +28,11 @@ PairDims pair_dims(int64_t i, RopeLayout layout, int64_t head_dim) {
   return layout == RopeLayout::interleaved ? PairDims{2 * i, 2 * i + 1} : PairDims{i, i + head_dim / 2};
 }
 
+int32_t pair_of_dim(int64_t d, RopeLayout layout, int64_t head_dim) {
+  LATTE_ASSERT(d >= 0 && d < head_dim);
+  return int32_t(layout == RopeLayout::interleaved ? d / 2 : d % (head_dim / 2));
+}
+
 std::vector<double> two_norm_scores(const PairNorms& n, int64_t layer, int64_t kv_head) {
   const int64_t g = n.n_heads / n.n_kv_heads;
   std::vector<double> score(size_t(n.n_pairs), 0.0);

@@ -27,6 +27,8 @@ struct PairDims {
   int64_t first, second;
 };
 PairDims pair_dims(int64_t i, RopeLayout layout, int64_t head_dim);
+// The inverse: the frequency pair that coordinate d of a head belongs to.
+int32_t pair_of_dim(int64_t d, RopeLayout layout, int64_t head_dim);
 
 // Mean 2-norm of every pair of every q and k head over calibration positions (spec 2.3 step 4),
 // filled by calibration.h. Indexing: q[(l * n_heads + h) * n_pairs + i], k likewise with n_kv_heads.

@@ -40,8 +40,8 @@ std::vector<TensorBytes> activation_tensors(const ModelConfig& c, const TpLayout
       {"layer.x_in", {BT, D}, cb, n},  // kept for every layer in both modes
       {"layer.rstd_attn", {BT}, f32, kept},
       {"layer.xn_attn", {BT, D}, cb, kept},
-      {"layer.q", {B, T, Hq, hd}, cb, kept},
-      {"layer.k", {B, T, Hkv, hd}, cb, kept},
+      {"layer.q", {B, T, Hq, c.qk_head_dim()}, cb, kept},
+      {"layer.k", {B, T, Hkv, c.qk_head_dim()}, cb, kept},
       {"layer.v", {B, T, Hkv, hd}, cb, kept},
   };
   if (c.is_mla()) out.push_back({"layer.latent", {BT, c.kv_lora_rank()}, cb, kept});
@@ -81,16 +81,18 @@ std::vector<TensorBytes> workspace_tensors(const ModelConfig& c, const TpLayout&
       {"workspace.datt", {B, T, Hq, hd}, cb, 1},
   };
   std::vector<TensorBytes> attn = {
-      {"workspace.attn.dq", {B, T, Hq, hd}, cb, 1},
-      {"workspace.attn.dk", {B, T, Hkv, hd}, cb, 1},
+      {"workspace.attn.dq", {B, T, Hq, c.qk_head_dim()}, cb, 1},
+      {"workspace.attn.dk", {B, T, Hkv, c.qk_head_dim()}, cb, 1},
       {"workspace.attn.dv", {B, T, Hkv, hd}, cb, 1},
       {"workspace.attn.delta", {B, Hq, T}, 4, 1},
   };
   if (c.is_mla()) {
-    attn.push_back({"workspace.attn.dk_rope", {BT, Hkv, c.rope_dim()}, cb, 1});
+    attn.push_back({"workspace.attn.dk_rope", {BT, c.rope_key_heads(Hkv), c.rope_dim()}, cb, 1});
     attn.push_back({"workspace.attn.dk_nope", {BT, Hkv * c.nope_dim()}, cb, 1});
     attn.push_back({"workspace.attn.dlatent", {BT, c.kv_lora_rank()}, cb, 1});
     if (tp.size > 1) attn.push_back({"workspace.attn.dw_dkv", {c.kv_lora_rank(), D}, int64_t(dtype_size(grad)), 1});
+    if (tp.size > 1 && c.shared_rope())  // the shared RoPE key's W_kr is replicated too
+      attn.push_back({"workspace.attn.dw_kr", {c.rope_dim(), D}, int64_t(dtype_size(grad)), 1});
   }
   std::vector<TensorBytes> embed;
   if (tp.size > 1) embed.push_back({"workspace.embed.masked_dx", {BT, D}, cb, 1});
@@ -101,7 +103,7 @@ std::vector<TensorBytes> workspace_tensors(const ModelConfig& c, const TpLayout&
 
 int64_t kv_cache_bytes_per_token(const ModelConfig& c, const TpLayout& tp, DType dtype) {
   const int64_t per_layer =
-      c.is_mla() ? tp.kv_heads * c.rope_dim() + c.kv_lora_rank() : 2 * tp.kv_heads * c.head_dim;
+      c.is_mla() ? c.rope_key_heads(tp.kv_heads) * c.rope_dim() + c.kv_lora_rank() : 2 * tp.kv_heads * c.head_dim;
   return c.n_layers * per_layer * int64_t(dtype_size(dtype));
 }
 

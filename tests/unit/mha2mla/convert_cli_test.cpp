@@ -91,6 +91,46 @@ TEST(ConvertCli, PcaInitReportsActivationEnergiesForBothMethods) {
   EXPECT_NE(read_file_bytes(dir / "pca/model.safetensors"), read_file_bytes(dir / "svd/model.safetensors"));
 }
 
+// --rope-mode rorope: one shared RoPE key; every component kept (d_r = 4 KV heads x 8) with a
+// full-rank latent is the source's perplexity; latte info reports the shared key's cache formula.
+TEST(ConvertCli, RoropeWritesTheSharedKeyLayout) {
+  ScratchDir dir;
+  const std::string calib = " --calib " + calib_text_path() + " --calib-tokens 1000";
+  const CliRun r = run("convert -q --model " + stories_path() + " --out " + (dir / "rorope") + calib +
+                       " --rope-mode rorope --rope-dims 8 --d-kv 4 --init pca");
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* s : {"RoRoPE: one shared RoPE key of d_r = 8 dims", "share of the keys' energy", "-62.50 %"})
+    EXPECT_NE(r.out.find(s), std::string::npos) << s << " not in\n" << r.out;
+  const Checkpoint mla = load_checkpoint(dir / "rorope");
+  EXPECT_TRUE(mla.config.shared_rope());
+  EXPECT_EQ(mla.config.shared_rope_dim, 8);
+  EXPECT_NE(mla.config.mla_provenance.find("\"rope_mode\":\"rorope\""), std::string::npos) << mla.config.mla_provenance;
+  const CliRun info = run("info --model " + (dir / "rorope"));
+  ASSERT_EQ(info.code, 0) << info.err;
+  // d_r + n_kv*d_kv = 8 + 4*4 = 24 per layer; 5 layers -> 120 elements.
+  EXPECT_NE(info.out.find("d_r + n_kv*d_kv = 8 + 4*4 = 24 elements"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("120 elements/token"), std::string::npos) << info.out;
+
+  ASSERT_EQ(run("convert -q --model " + stories_path() + " --out " + (dir / "exact") + calib +
+                " --rope-mode rorope --rope-dims 32 --d-kv 8").code, 0);
+  const std::string text = " --text " + calib_text_path() + " --max-chars 3000 -q --json";
+  const CliRun src = run("perplexity --model " + stories_path() + text), exact = run("perplexity --model " + (dir / "exact") + text);
+  ASSERT_EQ(src.code, 0) << src.err;
+  ASSERT_EQ(exact.code, 0) << exact.err;
+  auto ppl = [](const std::string& json) { return std::stod(json.substr(json.find("\"perplexity\":") + 13)); };
+  EXPECT_NEAR(ppl(exact.out), ppl(src.out), 1e-4 * ppl(src.out)) << exact.out << src.out;
+
+  const std::string m = stories_path(), out = " --out " + (dir / "out");
+  expect_one_line_error("convert --model " + m + out + " --rope-mode rorope", "--rope-mode rorope needs a calibration text");
+  expect_one_line_error("convert --model " + m + out + calib + " --rope-mode rorope --rope-dims 33",
+                        "--rope-dims d_r = 33 must be even and in [2, n_kv_heads*head_dim = 32]");
+  expect_one_line_error("convert --model " + m + out + calib + " --rope-mode rorope --rope-strategy high",
+                        "--rope-strategy applies to --rope-mode partial");
+  expect_one_line_error("convert --model " + m + out + calib + " --rope-dims 8", "--rope-dims applies to --rope-mode rorope");
+  expect_one_line_error("convert --model " + m + out + calib + " --rope-mode spiral", "rope-mode");
+  EXPECT_FALSE(std::filesystem::exists(dir / "out")) << "a refused conversion wrote output";
+}
+
 TEST(ConvertCli, BpeTokenizerIsWrittenAsTokenizerJson) {
   if (!is_directory(smollm2_dir())) GTEST_SKIP() << smollm2_dir() << " is absent (bash launch/get-smollm2 fetches it)";
   ScratchDir dir;
@@ -151,7 +191,8 @@ TEST(ConvertCli, HelpListsTheOptions) {
   const CliRun r = run("convert --help");
   EXPECT_EQ(r.code, 0);
   for (const char* s : {"--model", "--out", "--rope-strategy", "--rope-pairs", "--d-kv", "--svd", "--calib",
-                        "--calib-tokens", "--sigma-split", "--tokenizer", "--init", "--pca-key-scale"})
+                        "--calib-tokens", "--sigma-split", "--tokenizer", "--init", "--pca-key-scale", "--rope-mode",
+                        "--rope-dims"})
     EXPECT_NE(r.out.find(s), std::string::npos) << s;
 }
 

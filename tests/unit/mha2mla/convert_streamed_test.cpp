@@ -167,6 +167,29 @@ TEST(ConvertStreamed, ByteIdenticalToInMemoryWithPcaInit) {
                         "pca");
 }
 
+// RoRoPE: its frequencies come with each layer (as 2-norm's pairs), and its q_proj / k_rope_proj
+// are computed, so they are f32 whatever the source dtype.
+TEST(ConvertStreamed, ByteIdenticalToInMemoryWithRorope) {
+  ScratchDir tmp;
+  const std::string src = write_source(tmp, DType::bf16);
+  ConvertOptions co = options(RopeStrategy::two_norm, LatentInit::pca, write_calibration_text(tmp), "src");
+  co.rope_mode = RopeMode::rorope;
+  co.rope_dims = 12;  // of 2 KV heads x 16 dims: some frequencies keep both components, some one, some none
+  expect_byte_identical(src, co, tmp, "rorope");
+  const ModelConfig c = load_checkpoint(tmp / "streamed_rorope").config;
+  ASSERT_TRUE(c.shared_rope());
+  EXPECT_EQ(c.shared_rope_dim, 12);
+  EXPECT_NE(c.shared_rope_freqs[0], std::vector<int32_t>(6, 0)) << "the placeholder frequencies were written";
+  StreamedConvertOptions so;
+  so.convert = co;
+  so.keep_source_dtype = true;
+  convert_to_mla_streamed(load_checkpoint(src, {.check_finite = false}), tmp / "rorope_bf16", so, nullptr);
+  const Checkpoint kept = load_checkpoint(tmp / "rorope_bf16");
+  EXPECT_EQ(kept.tensors.get("model.layers.0.self_attn.q_proj.weight").dtype(), DType::f32);
+  EXPECT_EQ(kept.tensors.get("model.layers.0.self_attn.k_rope_proj.weight").dtype(), DType::f32);
+  EXPECT_EQ(kept.tensors.get("model.layers.0.self_attn.o_proj.weight").dtype(), DType::bf16);
+}
+
 TEST(ConvertStreamed, KeepsCopiedTensorsInTheSourceDtype) {
   ScratchDir tmp;
   const std::string src = write_source(tmp, DType::bf16);

@@ -28,7 +28,7 @@ inline Checkpoint stories(RopeLayout layout) {
 
 // A llama checkpoint of the given shape with N(0, 1) weights (norm weights around 1).
 inline Checkpoint random_llama(int64_t dim, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t n_layers,
-                               RopeLayout layout, uint32_t seed) {
+                               RopeLayout layout, uint32_t seed, int64_t vocab_size = 32) {
   Checkpoint ck;
   ModelConfig& c = ck.config;
   c.dim = dim;
@@ -37,7 +37,7 @@ inline Checkpoint random_llama(int64_t dim, int64_t n_heads, int64_t n_kv_heads,
   c.n_heads = n_heads;
   c.n_kv_heads = n_kv_heads;
   c.head_dim = head_dim;
-  c.vocab_size = 32;
+  c.vocab_size = vocab_size;
   c.max_seq_len = 16;
   c.rope_layout = layout;
   c.validate("random_llama");

@@ -1,5 +1,6 @@
 // Tiny random decoders for the model tests: every attention variant (Llama MHA/GQA/MQA in both
-// RoPE layouts, MLA with partial, full and no RoPE), small enough for finite differences.
+// RoPE layouts, MLA with partial, full and no RoPE, MLA with one shared RoPE key), small enough for
+// finite differences.
 #pragma once
 #include <algorithm>
 #include <random>
@@ -18,7 +19,21 @@ struct Case {
   int64_t n_kv_heads;
   bool tied;
   int64_t rope_pairs = 0, kv_rank_per_head = 0;
+  int64_t shared_rope_dim = 0;  // > 0: DeepSeek's layout, one shared RoPE key of this many dims
 };
+
+// Frequencies of a shared RoPE key: repeated and unordered indices, different per layer, as the
+// RoRoPE conversion produces (several rotated components of one frequency).
+inline std::vector<std::vector<int32_t>> tiny_shared_rope_freqs(const ModelConfig& c) {
+  std::vector<std::vector<int32_t>> out;
+  const int64_t half = c.head_dim / 2;
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    std::vector<int32_t> f;
+    for (int64_t s = 0; s < c.shared_rope_dim / 2; ++s) f.push_back(int32_t((half - 1 - s / 2 + l) % half));
+    out.push_back(f);
+  }
+  return out;
+}
 
 inline ModelConfig tiny_config(const Case& k) {
   ModelConfig c;
@@ -37,6 +52,11 @@ inline ModelConfig tiny_config(const Case& k) {
     c.rope_layout = RopeLayout::interleaved;
     c.rope_pairs = k.rope_pairs;
     c.kv_rank_per_head = k.kv_rank_per_head;
+    if (k.shared_rope_dim > 0) {
+      c.shared_rope_dim = k.shared_rope_dim;
+      c.shared_rope_freqs = tiny_shared_rope_freqs(c);
+      return c;
+    }
     // Different kept frequencies per layer and KV head, as the 2-norm strategy produces.
     c.rope_freqs.assign(size_t(c.n_layers), {});
     for (int64_t l = 0; l < c.n_layers; ++l)
@@ -74,6 +94,8 @@ inline const Case kCases[] = {
     {"mla_mha_r2", "mla", RopeLayout::interleaved, 4, false, 2, 3},
     {"mla_full_rope", "mla", RopeLayout::interleaved, 2, true, 4, 4},
     {"mla_nope", "mla", RopeLayout::interleaved, 2, false, 0, 6},
+    {"mla_shared_rope_gqa", "mla", RopeLayout::interleaved, 2, true, 0, 3, 6},
+    {"mla_shared_rope_mha", "mla", RopeLayout::interleaved, 4, false, 0, 2, 4},
 };
 
 }  // namespace latte::test

@@ -152,7 +152,9 @@ TEST(MlaFormsTest, AbsorbedMatchesExpandedOverPrefillAnd64Steps) {
       }
       for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(x[i], y[i], 1e-4) << "layer " << l;
     }
-    EXPECT_EQ(ca.bytes(), int64_t(c.n_layers * 2 * 80 * c.n_kv_heads * (c.rope_dim() + c.kv_rank_per_head) * 4));
+    // Per token and layer: every KV head's RoPE key (or the one shared key) and the latent.
+    const int64_t rope_per_token = (c.shared_rope() ? 1 : c.n_kv_heads) * c.rope_dim();
+    EXPECT_EQ(ca.bytes(), int64_t(c.n_layers * 2 * 80 * (rope_per_token + c.n_kv_heads * c.kv_rank_per_head) * 4));
   }
 }
 
