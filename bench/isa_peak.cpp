@@ -18,70 +18,32 @@
 
 namespace {
 
-#define LATTE_R12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
-#define LATTE_INIT(i) auto a##i = SPLAT(float(i) + seed);
-#define LATTE_SUM(i) s = ADD(s, a##i);
-
-// Each function runs n steps of 12 independent chains and returns their sum (so nothing is elided).
-#undef SPLAT
-#undef ADD
-#define SPLAT _mm256_set1_ps
-#define ADD _mm256_add_ps
-__attribute__((target("avx2,fma"))) float fma_avx2(long n, float seed) {
-  const __m256 x = SPLAT(1.0f + seed * 1e-9f), y = SPLAT(0.999f);
-  LATTE_R12(LATTE_INIT)
-  for (long i = 0; i < n; ++i) {
-#define LATTE_STEP(i) a##i = _mm256_fmadd_ps(x, y, a##i);
-    LATTE_R12(LATTE_STEP)
-#undef LATTE_STEP
+// One kernel: n steps of 12 independent accumulator chains (distinct starting values, so the
+// compiler cannot merge them), returning their sum so that nothing is elided. X and Y are the
+// loop-invariant operands; STEP(acc) is one instruction on one chain.
+#define LATTE_PEAK_KERNEL(NAME, TARGET, V, SPLAT, ADD, STORE, LANES, X, Y, STEP)  \
+  __attribute__((target(TARGET))) float NAME(long n, float seed) {                 \
+    const auto x = X;                                                              \
+    const auto y = Y;                                                              \
+    V a[12];                                                                       \
+    _Pragma("GCC unroll 12") for (int j = 0; j < 12; ++j) a[j] = SPLAT(float(j) + seed); \
+    for (long i = 0; i < n; ++i) {                                                 \
+      _Pragma("GCC unroll 12") for (int j = 0; j < 12; ++j) a[j] = STEP;          \
+    }                                                                              \
+    V s = a[0];                                                                    \
+    for (int j = 1; j < 12; ++j) s = ADD(s, a[j]);                                 \
+    float out[LANES];                                                              \
+    STORE(out, s);                                                                 \
+    return out[0] + out[LANES - 1];                                                \
   }
-  __m256 s = SPLAT(0);
-  LATTE_R12(LATTE_SUM)
-  float out[8];
-  _mm256_storeu_ps(out, s);
-  return out[0] + out[7];
-}
 
-#undef SPLAT
-#undef ADD
-#define SPLAT _mm512_set1_ps
-#define ADD _mm512_add_ps
-__attribute__((target("avx512f"))) float fma_avx512(long n, float seed) {
-  const __m512 x = SPLAT(1.0f + seed * 1e-9f), y = SPLAT(0.999f);
-  LATTE_R12(LATTE_INIT)
-  for (long i = 0; i < n; ++i) {
-#define LATTE_STEP(i) a##i = _mm512_fmadd_ps(x, y, a##i);
-    LATTE_R12(LATTE_STEP)
-#undef LATTE_STEP
-  }
-  __m512 s = SPLAT(0);
-  LATTE_R12(LATTE_SUM)
-  float out[16];
-  _mm512_storeu_ps(out, s);
-  return out[0] + out[15];
-}
-
-#undef SPLAT
-#undef ADD
-#define SPLAT _mm512_set1_ps
-#define ADD _mm512_add_ps
-__attribute__((target("avx512f,avx512bf16"))) float dpbf16_avx512(long n, float seed) {
-  const __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80 + int(seed)), y = (__m512bh)_mm512_set1_epi32(0x3f7f3f7f);
-  LATTE_R12(LATTE_INIT)
-  for (long i = 0; i < n; ++i) {
-#define LATTE_STEP(i) a##i = _mm512_dpbf16_ps(a##i, x, y);
-    LATTE_R12(LATTE_STEP)
-#undef LATTE_STEP
-  }
-  __m512 s = SPLAT(0);
-  LATTE_R12(LATTE_SUM)
-  float out[16];
-  _mm512_storeu_ps(out, s);
-  return out[0] + out[15];
-}
-
-#undef SPLAT
-#undef ADD
+LATTE_PEAK_KERNEL(fma_avx2, "avx2,fma", __m256, _mm256_set1_ps, _mm256_add_ps, _mm256_storeu_ps, 8,
+                  _mm256_set1_ps(1.0f + seed * 1e-9f), _mm256_set1_ps(0.999f), _mm256_fmadd_ps(x, y, a[j]))
+LATTE_PEAK_KERNEL(fma_avx512, "avx512f", __m512, _mm512_set1_ps, _mm512_add_ps, _mm512_storeu_ps, 16,
+                  _mm512_set1_ps(1.0f + seed * 1e-9f), _mm512_set1_ps(0.999f), _mm512_fmadd_ps(x, y, a[j]))
+LATTE_PEAK_KERNEL(dpbf16_avx512, "avx512f,avx512bf16", __m512, _mm512_set1_ps, _mm512_add_ps, _mm512_storeu_ps, 16,
+                  (__m512bh)_mm512_set1_epi32(0x3f803f80 + int(seed)), (__m512bh)_mm512_set1_epi32(0x3f7f3f7f),
+                  _mm512_dpbf16_ps(a[j], x, y))
 
 // GFLOP/s of `kernel` (flop_per_step FLOPs per loop step) on `threads` threads at once, best of 3.
 double gflops(float (*kernel)(long, float), double flop_per_step, int threads, double ms) {
