@@ -2,9 +2,12 @@
 
 #include <charconv>
 #include <cmath>
+#include <limits>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "core/base/error.h"
+#include "core/base/json_integer.h"
 
 namespace latte {
 
@@ -108,7 +111,30 @@ float get_float(const json& j, const char* key, float fallback, const std::strin
   if (it == j.end() || it->is_null()) return fallback;
   if (!it->is_number())
     fail(ErrorCode::bad_file, source, ": key \"", key, "\" is ", it->type_name(), ", expected a number");
-  return it->get<float>();
+  const double v = it->get<double>();  // narrowing an out-of-range double to float is undefined
+  if (!(std::fabs(v) <= double(std::numeric_limits<float>::max())))
+    fail(ErrorCode::bad_file, source, ": key \"", key, "\" is ", it->dump(), ", outside the range of a float");
+  return float(v);
+}
+
+// A nested array of int32 (depth 1: [a, b], 2: [[a], [b]], ...), every element checked: a float,
+// a string or a value beyond int32 is refused naming the key.
+template <int Depth>
+auto int32_array(const json& v, const char* key, const std::string& source) {
+  if (!v.is_array()) fail(ErrorCode::bad_file, source, ": \"", key, "\" must be a nested array of integers, got ", v.dump());
+  if constexpr (Depth == 1) {
+    std::vector<int32_t> out;
+    for (const json& e : v) {
+      const std::optional<int32_t> x = json_integer<int32_t>(e);
+      if (!x) fail(ErrorCode::bad_file, source, ": \"", key, "\" holds ", e.dump(), ", not a 32-bit integer");
+      out.push_back(*x);
+    }
+    return out;
+  } else {
+    std::vector<decltype(int32_array<Depth - 1>(v, key, source))> out;
+    for (const json& e : v) out.push_back(int32_array<Depth - 1>(e, key, source));
+    return out;
+  }
 }
 
 // HF allows null, an int, or a list of ids (several EOS tokens); Latte keeps the first.
@@ -213,20 +239,12 @@ ModelConfig config_from_json_text(const std::string& text, const std::string& so
       auto it = j.find("mla_shared_rope_freqs");
       if (it == j.end() || !it->is_array())
         fail(ErrorCode::bad_file, source, ": missing array \"mla_shared_rope_freqs\"");
-      try {
-        c.shared_rope_freqs = it->get<std::vector<std::vector<int32_t>>>();
-      } catch (const json::exception& e) {
-        fail(ErrorCode::bad_file, source, ": \"mla_shared_rope_freqs\" must be [layer][pair] integers (", e.what(), ")");
-      }
+      c.shared_rope_freqs = int32_array<2>(*it, "mla_shared_rope_freqs", source);  // [layer][pair]
     } else {
       c.rope_pairs = get_int(j, "mla_rope_pairs", source);
       auto it = j.find("mla_rope_freqs");
       if (it == j.end() || !it->is_array()) fail(ErrorCode::bad_file, source, ": missing array \"mla_rope_freqs\"");
-      try {
-        c.rope_freqs = it->get<std::vector<std::vector<std::vector<int32_t>>>>();
-      } catch (const json::exception& e) {
-        fail(ErrorCode::bad_file, source, ": \"mla_rope_freqs\" must be [layer][kv head][pair] integers (", e.what(), ")");
-      }
+      c.rope_freqs = int32_array<3>(*it, "mla_rope_freqs", source);  // [layer][kv head][pair]
     }
     if (auto p = j.find("mla_provenance"); p != j.end()) c.mla_provenance = p->dump();
     if (auto r = j.find("kv_lora_rank"); r != j.end() && r->is_number_integer() && r->get<int64_t>() != c.kv_lora_rank())

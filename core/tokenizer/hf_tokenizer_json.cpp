@@ -4,13 +4,16 @@
 // a normalizer or pre-tokenizer Latte does not implement) is refused with an error naming the file,
 // because tokenizing differently from the model's training would fail silently later.
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <unordered_map>
 
 #include "core/base/error.h"
 #include "core/base/file_io.h"
+#include "core/base/json_integer.h"
 #include "core/tokenizer/tokenizer.h"
 
 namespace latte {
@@ -168,7 +171,10 @@ Parsed parse_tokenizer_json(const json& j, const std::string& path) {
     for (const json& a : j["added_tokens"]) {
       LATTE_REQUIRE(a.is_object() && a.contains("id") && a.contains("content"), ErrorCode::bad_file, path,
                     ": added_tokens entry without id and content: ", brief(a));
-      added.emplace_back(a["content"].get<std::string>(), a["id"].get<int64_t>());
+      const std::optional<int64_t> id = json_integer<int64_t>(a["id"]);
+      LATTE_REQUIRE(id.has_value(), ErrorCode::bad_file, path, ": added_tokens entry with id ", brief(a["id"]),
+                    ", not an integer");
+      added.emplace_back(a["content"].get<std::string>(), *id);
       put(added.back().first, added.back().second, true);
     }
   }
@@ -247,7 +253,7 @@ Parsed parse_tokenizer_json(const json& j, const std::string& path) {
     int32_t id = -1;
     if (s.contains("special_tokens") && s["special_tokens"].contains(name)) {
       const json& ids = s["special_tokens"][name].value("ids", json::array());
-      if (ids.is_array() && ids.size() == 1) id = ids[0].get<int32_t>();
+      if (ids.is_array() && ids.size() == 1) id = json_integer<int32_t>(ids[0]).value_or(-1);
     }
     if (id < 0) id = id_of(name);
     LATTE_REQUIRE(id >= 0 && id < int32_t(v.tokens.size()), ErrorCode::bad_file, path, ": post_processor adds \"",
@@ -284,8 +290,25 @@ Parsed parse_tokenizer_json(const json& j, const std::string& path) {
                     ": model.latte.pre \"", name, "\" is not a supported pre-tokenizer");
       v.pre = name;
     }
-    if (x.contains("scores")) v.scores = x["scores"].get<std::vector<float>>();
-    if (x.contains("token_types")) v.token_types = x["token_types"].get<std::vector<int32_t>>();
+    // Element by element: nlohmann's own conversion casts out-of-range numbers (undefined).
+    if (x.contains("scores")) {
+      LATTE_REQUIRE(x["scores"].is_array(), ErrorCode::bad_file, path, ": model.latte.scores is not an array");
+      for (const json& e : x["scores"]) {
+        const double d = e.is_number() ? e.get<double>() : NAN;
+        LATTE_REQUIRE(std::fabs(d) <= double(std::numeric_limits<float>::max()), ErrorCode::bad_file, path,
+                      ": model.latte.scores holds ", brief(e), ", not a finite float");
+        v.scores.push_back(float(d));
+      }
+    }
+    if (x.contains("token_types")) {
+      LATTE_REQUIRE(x["token_types"].is_array(), ErrorCode::bad_file, path, ": model.latte.token_types is not an array");
+      for (const json& e : x["token_types"]) {
+        const std::optional<int32_t> t = json_integer<int32_t>(e);
+        LATTE_REQUIRE(t.has_value(), ErrorCode::bad_file, path, ": model.latte.token_types holds ", brief(e),
+                      ", not a 32-bit integer");
+        v.token_types.push_back(*t);
+      }
+    }
     if (x.value("merges_from_scores", false)) v.merges.clear();  // written only for HF's benefit
   }
   return out;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/file_io.h"
+#include "core/base/json_integer.h"
 #include "core/checkpoint/checkpoint.h"
 #include "core/checkpoint/safetensors_file.h"
 
@@ -84,18 +85,24 @@ std::optional<std::string> latest_checkpoint(const std::string& out_dir) {
 
 CheckpointState parse_train_state_json(const std::string& text, const std::string& source) {
   CheckpointState st;
+  // An integer field, refused by name when it is a float, a string or out of range.
+  auto integer = [&]<typename T>(const json& v, const char* name, T) {
+    const std::optional<T> x = json_integer<T>(v);
+    if (!x) fail(ErrorCode::bad_file, source, ": \"", name, "\" is ", v.dump(), ", not an integer in range");
+    return *x;
+  };
   try {
     const json j = json::parse(text);
-    st.step = j.at("step").get<int64_t>();
-    st.seed = j.at("seed").get<uint64_t>();
+    st.step = integer(j.at("step"), "step", int64_t{});
+    st.seed = integer(j.at("seed"), "seed", uint64_t{});
     const json& lj = j.at("layout");
-    st.layout.tp_size = lj.at("tp_size").get<int64_t>();
-    st.layout.dp_size = lj.at("dp_size").get<int64_t>();
+    st.layout.tp_size = integer(lj.at("tp_size"), "layout.tp_size", int64_t{});
+    st.layout.dp_size = integer(lj.at("dp_size"), "layout.dp_size", int64_t{});
     st.layout.zero1 = lj.at("zero1").get<bool>();
     st.data_path = j.at("data").at("path").get<std::string>();
-    st.data_tokens = j.at("data").at("tokens").get<int64_t>();
-    st.optim.steps = j.at("optimizer").at("steps").get<int64_t>();
-    st.optim.total = j.at("optimizer").at("total").get<int64_t>();
+    st.data_tokens = integer(j.at("data").at("tokens"), "data.tokens", int64_t{});
+    st.optim.steps = integer(j.at("optimizer").at("steps"), "optimizer.steps", int64_t{});
+    st.optim.total = integer(j.at("optimizer").at("total"), "optimizer.total", int64_t{});
     if (j.contains("metrics")) st.metrics_json = j["metrics"].dump();
     st.config = config_from_json_text(j.at("config").dump(), source);
   } catch (const json::exception& e) {

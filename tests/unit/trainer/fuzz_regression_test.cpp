@@ -18,7 +18,9 @@ TEST(FuzzRegression, TokenShard) {
   });
 }
 
-// A field of the wrong JSON type used to escape as nlohmann::json::type_error, without the path.
+// step_is_a_string.json: a field of the wrong JSON type used to escape as nlohmann::json::type_error,
+// without the path. tokens_2.6e20.json: data.tokens 2.6e20 (a float) was cast to int64 by
+// nlohmann::json, undefined behaviour that UBSan caught.
 TEST(FuzzRegression, TrainState) {
   testing::expect_fuzz_regressions_rejected("train_state_fuzz", [](const std::string& path) {
     (void)parse_train_state_json(read_text_file(path), path);
