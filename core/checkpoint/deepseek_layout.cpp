@@ -1,9 +1,11 @@
 #include "core/checkpoint/deepseek_layout.h"
 
 #include <cstring>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "core/base/error.h"
+#include "core/base/json_integer.h"
 #include "core/model/model_tensors.h"
 
 namespace latte {
@@ -114,8 +116,9 @@ ModelConfig config_from_deepseek_json(const std::string& config_json, const std:
     LATTE_REQUIRE(!j.contains(k) || j[k].is_null(), ErrorCode::unsupported, source, ": ", k, " ", j[k].dump(),
                   " is not supported");
   auto integer = [&](const char* k) {
-    LATTE_REQUIRE(j.contains(k) && j[k].is_number_integer(), ErrorCode::bad_file, source, ": missing integer \"", k, "\"");
-    return j[k].get<int64_t>();
+    const std::optional<int64_t> v = j.contains(k) ? json_integer<int64_t>(j[k]) : std::nullopt;
+    LATTE_REQUIRE(v.has_value(), ErrorCode::bad_file, source, ": missing integer \"", k, "\"");
+    return *v;
   };
   const int64_t hd = integer("v_head_dim"), groups = integer("latte_kv_groups"), rank = integer("kv_lora_rank");
   LATTE_REQUIRE(integer("qk_nope_head_dim") == hd && integer("latte_softmax_scale_dim") == hd, ErrorCode::bad_file, source,

@@ -103,7 +103,9 @@ int64_t get_int(const json& j, const char* key, const std::string& source) {
   if (it == j.end() || it->is_null()) fail(ErrorCode::bad_file, source, ": missing key \"", key, "\"");
   if (!it->is_number_integer())
     fail(ErrorCode::bad_file, source, ": key \"", key, "\" is ", it->type_name(), ", expected an integer");
-  return it->get<int64_t>();
+  const std::optional<int64_t> v = json_integer<int64_t>(*it);
+  if (!v) fail(ErrorCode::bad_file, source, ": key \"", key, "\" is ", it->dump(), ", beyond a 64-bit integer");
+  return *v;
 }
 
 float get_float(const json& j, const char* key, float fallback, const std::string& source) {
@@ -146,9 +148,9 @@ int32_t get_token_id(const json& j, const char* key, int32_t fallback, const std
     if (v->empty()) return fallback;
     v = &(*v)[0];
   }
-  if (!v->is_number_integer())
-    fail(ErrorCode::bad_file, source, ": key \"", key, "\" is ", v->type_name(), ", expected a token id");
-  return v->get<int32_t>();
+  const std::optional<int32_t> id = json_integer<int32_t>(*v);
+  if (!id) fail(ErrorCode::bad_file, source, ": key \"", key, "\" is ", v->dump(), ", expected a 32-bit token id");
+  return *id;
 }
 
 // The shortest decimal that reads back as the same float, so 1e-5f is written as 1e-05 rather

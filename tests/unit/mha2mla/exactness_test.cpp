@@ -38,29 +38,12 @@ ConvertOptions full_rank(const ModelConfig& c, int64_t r, RopeStrategy s = RopeS
   return o;
 }
 
-struct Fixture {
-  std::string name;
-  Checkpoint ck;
-};
-
+// The random model has head_dim 64: 4 heads, MHA, dim 256 (so the rank bound n_kv * head_dim = dim
+// is reachable).
 std::vector<Fixture> fixtures() {
-  std::vector<Fixture> out;
-  for (RopeLayout layout : {RopeLayout::interleaved, RopeLayout::rotate_half}) {
-    const std::string l = rope_layout_name(layout);
-    out.push_back({"stories260K GQA " + l, stories(layout)});
-    out.push_back({"stories260K MHA twin " + l, mha_twin(stories(layout))});
-    // head_dim 64: 4 heads, MHA, dim 256 (so the rank bound n_kv * head_dim = dim is reachable).
-    Checkpoint r = random_llama(256, 4, 4, 64, 2, layout, 17);
-    for (auto& [name, e] : r.tensors.entries()) {
-      // N(0, 1) weights at dim 256 saturate the softmax; scale the matrices to keep logits O(1..10).
-      if (e.tensor.ndim() == 2) {
-        float* p = const_cast<Tensor&>(e.tensor).f32();
-        for (int64_t i = 0; i < e.tensor.numel(); ++i) p[i] *= 0.08f;
-      }
-    }
-    out.push_back({"random head_dim 64 " + l, std::move(r)});
-  }
-  return out;
+  return conversion_fixtures("random head_dim 64", [](RopeLayout layout) {
+    return scaled_random_llama(random_llama(256, 4, 4, 64, 2, layout, 17), 0.08f);
+  });
 }
 
 TEST(MlaExactness, MhaTwinIsTheSameFunction) {

@@ -6,12 +6,14 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "core/backend/registry.h"
 #include "core/checkpoint/checkpoint.h"
 #include "core/model/transformer.h"
+#include "tests/unit/mha2mla/mha2mla_test_util.h"
 
 namespace latte {
 
@@ -60,6 +62,36 @@ inline std::vector<int32_t> prompt(const ModelConfig& c) {
   std::vector<int32_t> t;
   for (int i = 0; i < 12; ++i) t.push_back(int32_t((i * 37 + 5) % c.vocab_size));
   return t;
+}
+
+// A source model the exactness tests convert, named for the failure messages.
+struct Fixture {
+  std::string name;
+  Checkpoint ck;
+};
+
+// random_llama with its matrices scaled by `scale`: N(0, 1) weights saturate the softmax, and the
+// exactness checks want logits of order 1..10.
+inline Checkpoint scaled_random_llama(Checkpoint r, float scale) {
+  for (auto& [name, e] : r.tensors.entries())
+    if (e.tensor.ndim() == 2) {
+      float* p = const_cast<Tensor&>(e.tensor).f32();
+      for (int64_t i = 0; i < e.tensor.numel(); ++i) p[i] *= scale;
+    }
+  return r;
+}
+
+// For both RoPE layouts: stories260K (GQA), its exact MHA twin, and the caller's random model.
+inline std::vector<Fixture> conversion_fixtures(const std::string& random_name,
+                                                const std::function<Checkpoint(RopeLayout)>& random_model) {
+  std::vector<Fixture> out;
+  for (RopeLayout layout : {RopeLayout::interleaved, RopeLayout::rotate_half}) {
+    const std::string l = rope_layout_name(layout);
+    out.push_back({"stories260K GQA " + l, stories(layout)});
+    out.push_back({"stories260K MHA twin " + l, mha_twin(stories(layout))});
+    out.push_back({random_name + " " + l, random_model(layout)});
+  }
+  return out;
 }
 
 }  // namespace latte
