@@ -129,7 +129,7 @@ EngineLoop::Inbox EngineLoop::wait_for_work() {
 void EngineLoop::admit(std::vector<Pending>& submissions) {
   for (Pending& p : submissions) {
     if (p.stream->cancel_requested()) {
-      end_stream(p.stream, StreamEnd::finished, "cancelled before it reached the engine", FinishReason::cancelled);
+      end_cancelled(p.stream, "cancelled before it reached the engine");
       continue;
     }
     const SubmitResult r = engine_.submit(std::move(p.request));
@@ -151,12 +151,18 @@ void EngineLoop::apply_cancels(const std::vector<std::shared_ptr<RequestStream>>
     if (stream->engine_id == 0 || it == running_.end()) continue;
     engine_.cancel(stream->engine_id);
     running_.erase(it);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      ++snapshot_.requests_finished;
-    }
-    end_stream(stream, StreamEnd::finished, "cancelled by its client", FinishReason::cancelled);
+    end_cancelled(stream, "cancelled by its client");
   }
+}
+
+void EngineLoop::end_cancelled(const std::shared_ptr<RequestStream>& stream, std::string message) {
+  {
+    // One lock for both: Stats never counts it finished while it still holds its place.
+    std::lock_guard<std::mutex> lock(mutex_);
+    --in_flight_;
+    ++snapshot_.requests_finished;
+  }
+  stream->end(StreamEnd::finished, std::move(message), FinishReason::cancelled);
 }
 
 void EngineLoop::deliver(std::vector<EngineEvent>& events) {

@@ -89,6 +89,8 @@ class EngineLoop {
   void admit(std::vector<Pending>& submissions);
   void apply_cancels(const std::vector<std::shared_ptr<RequestStream>>& cancels);
   void deliver(std::vector<EngineEvent>& events);
+  // A cancelled request ends as a finished one: its place freed and its finish counted together.
+  void end_cancelled(const std::shared_ptr<RequestStream>& stream, std::string message);
   // Ends a stream that has not ended through an engine event, and releases its place.
   void end_stream(const std::shared_ptr<RequestStream>& stream, StreamEnd how, std::string message,
                   FinishReason reason = FinishReason::failed);

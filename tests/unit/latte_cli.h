@@ -59,14 +59,20 @@ inline CliRun tokenize_story_head(const std::string& dir, const std::string& sha
 template <const char* Name>
 class StoryShardSuite : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
+  // Tokenized once per process, from SetUp rather than SetUpTestSuite: a failure in SetUpTestSuite
+  // shows the tests as "[  SKIPPED ]", which CMake's test discovery counts as skipped, not failed.
+  void SetUp() override {
+    if (!dir_.empty()) return;
     dir_ = (std::filesystem::temp_directory_path() / (std::string(Name) + "_" + std::to_string(::getpid()))).string();
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
     CliRun r = tokenize_story_head(dir_, shard());
     ASSERT_EQ(r.code, 0) << r.err;
   }
-  static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(dir_);
+    dir_.clear();
+  }
   static std::string shard() { return dir_ + "/shard.bin"; }
   static inline std::string dir_;
 };

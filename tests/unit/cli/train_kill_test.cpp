@@ -145,7 +145,14 @@ std::string latest_of(const std::string& out) {
 
 class TrainKillTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
+  // Run A once per process, from SetUp rather than SetUpTestSuite: a failure in SetUpTestSuite
+  // shows the tests as "[  SKIPPED ]", which CMake's test discovery counts as skipped, not failed.
+  void SetUp() override {
+    if (prepared_) return;
+    prepared_ = true;
+    prepare();
+  }
+  static void prepare() {
     dir_ = (fs::temp_directory_path() / ("latte_train_kill_" + std::to_string(::getpid()))).string();
     fs::remove_all(dir_);
     fs::create_directories(dir_);
@@ -161,7 +168,10 @@ class TrainKillTest : public ::testing::Test {
     ASSERT_TRUE(WIFEXITED(sa) && WEXITSTATUS(sa) == 0) << err;
     expected_ = read_metrics(dir_ + "/A/metrics.jsonl");
   }
-  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static void TearDownTestSuite() {
+    fs::remove_all(dir_);
+    prepared_ = false;
+  }
 
   static std::string seed_of_a() { return "1234"; }
   // The seed of the killed-and-resumed runs (LATTE_KILL_TEST_SEED_B: to see the tests fail).
@@ -194,10 +204,12 @@ class TrainKillTest : public ::testing::Test {
 
   static std::string dir_, shard_;
   static Metrics expected_;
+  static bool prepared_;
 };
 
 std::string TrainKillTest::dir_, TrainKillTest::shard_;
 Metrics TrainKillTest::expected_;
+bool TrainKillTest::prepared_ = false;
 
 TEST_F(TrainKillTest, KillMidRunThenResume) {
   const std::string out = dir_ + "/B";

@@ -47,6 +47,11 @@ std::string capture(const std::string& cmd) {
 // Trains for 2 steps (batch 2 x 128) with `flags` added to latte train and latte plan, and holds
 // the child's peak resident set to the plan's total.
 void expect_peak_near_plan(const std::string& flags) {
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan's redzones, shadow memory and freed-memory quarantine add to every allocation, so the
+  // resident set no longer measures what the planner counts (seen: 1.22x the plan).
+  GTEST_SKIP() << "an AddressSanitizer build's peak memory is not the trainer's; run in a normal build";
+#endif
   if (!std::filesystem::exists(kSmol + "/config.json")) GTEST_SKIP() << kSmol << " not present: run launch/get-smollm2";
   const std::string dir = (std::filesystem::temp_directory_path() / ("latte_mem_" + std::to_string(::getpid()))).string();
   std::filesystem::create_directories(dir);
