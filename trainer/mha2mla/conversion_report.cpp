@@ -41,6 +41,18 @@ std::string human_count(int64_t n) {
   return s.str();
 }
 
+// One energy per layer, then their mean and minimum, under `title`.
+void print_layer_energies(std::ostream& out, const std::string& title, const std::vector<double>& energy) {
+  out << "\n" << title << "\n  layer    energy\n";
+  double lo = 1, sum = 0;
+  for (size_t l = 0; l < energy.size(); ++l) {
+    out << "  " << std::setw(5) << l << "  " << std::fixed << std::setprecision(6) << energy[l] << "\n";
+    lo = std::min(lo, energy[l]);
+    sum += energy[l];
+  }
+  out << "  mean   " << std::setprecision(6) << sum / double(energy.size()) << "   (min " << lo << ")\n";
+}
+
 std::string percent_change(double before, double after) {
   std::ostringstream s;
   s << std::showpos << std::fixed << std::setprecision(2) << 100.0 * (after - before) / before << " %";
@@ -60,26 +72,11 @@ void print_conversion_report(std::ostream& out, const ConversionReport& r) {
         << r.kv_lora_rank << "), " << latent << "\n";
   }
   if (r.calib_positions > 0) out << "calibration over " << r.calib_positions << " positions\n";
-  if (!r.rope_energy.empty()) {
-    out << "\nRoRoPE: share of the keys' energy (pre-RoPE, calibration) on the shared RoPE key\n  layer    energy\n";
-    double lo = 1, sum = 0;
-    for (size_t l = 0; l < r.rope_energy.size(); ++l) {
-      out << "  " << std::setw(5) << l << "  " << std::fixed << std::setprecision(6) << r.rope_energy[l] << "\n";
-      lo = std::min(lo, r.rope_energy[l]);
-      sum += r.rope_energy[l];
-    }
-    out << "  mean   " << std::setprecision(6) << sum / double(r.rope_energy.size()) << "   (min " << lo << ")\n";
-  }
-  if (!r.energy_kept.empty()) {
-    out << "\nSVD energy kept (sum of kept sigma^2 / all sigma^2)\n  layer    energy\n";
-    double lo = 1, sum = 0;
-    for (size_t l = 0; l < r.energy_kept.size(); ++l) {
-      out << "  " << std::setw(5) << l << "  " << std::fixed << std::setprecision(6) << r.energy_kept[l] << "\n";
-      lo = std::min(lo, r.energy_kept[l]);
-      sum += r.energy_kept[l];
-    }
-    out << "  mean   " << std::setprecision(6) << sum / double(r.energy_kept.size()) << "   (min " << lo << ")\n";
-  }
+  if (!r.rope_energy.empty())
+    print_layer_energies(out, "RoRoPE: share of the keys' energy (pre-RoPE, calibration) on the shared RoPE key",
+                         r.rope_energy);
+  if (!r.energy_kept.empty())
+    print_layer_energies(out, "SVD energy kept (sum of kept sigma^2 / all sigma^2)", r.energy_kept);
   if (!r.activation_energy.empty()) {
     out << "\nEnergy kept on the calibration activations (1 - E||x - x_hat||^2 / E||x||^2; x = no-RoPE keys, values)\n"
         << "  layer   svd keys  svd values   pca keys  pca values   pca balanced   alpha\n";
