@@ -148,9 +148,7 @@ class TrainKillTest : public ::testing::Test {
   // Run A once per process, from SetUp rather than SetUpTestSuite: a failure in SetUpTestSuite
   // shows the tests as "[  SKIPPED ]", which CMake's test discovery counts as skipped, not failed.
   void SetUp() override {
-    if (prepared_) return;
-    prepared_ = true;
-    prepare();
+    if (dir_.empty()) prepare();
   }
   static void prepare() {
     dir_ = (fs::temp_directory_path() / ("latte_train_kill_" + std::to_string(::getpid()))).string();
@@ -170,7 +168,7 @@ class TrainKillTest : public ::testing::Test {
   }
   static void TearDownTestSuite() {
     fs::remove_all(dir_);
-    prepared_ = false;
+    dir_.clear();
   }
 
   static std::string seed_of_a() { return "1234"; }
@@ -204,12 +202,10 @@ class TrainKillTest : public ::testing::Test {
 
   static std::string dir_, shard_;
   static Metrics expected_;
-  static bool prepared_;
 };
 
 std::string TrainKillTest::dir_, TrainKillTest::shard_;
 Metrics TrainKillTest::expected_;
-bool TrainKillTest::prepared_ = false;
 
 TEST_F(TrainKillTest, KillMidRunThenResume) {
   const std::string out = dir_ + "/B";
